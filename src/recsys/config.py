@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from recsys.data.options import SplitKind
+from recsys.data.options import SplitKind, SyntheticSpec
 
 # Source checkout layout: src/recsys/config.py -> <root>/conf
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -30,23 +31,12 @@ class DataConfig:
 
 
 @dataclass
-class GenerateConfig:
-    """Knobs of the synthetic review generator (see recsys.data.synthetic)."""
+class GenerateConfig(SyntheticSpec):
+    """recsys-generate: where to write, plus every generator knob."""
 
     out: str = MISSING
-    n_users: int = 20_000
-    n_items: int = 5_000
-    n_interactions: int = 300_000
-    seed: int = 42
-    dim: int = 16
-    affinity_temperature: float = 0.35
-    candidates: int = 96
-    popularity_exponent: float = 1.1
-    activity_exponent: float = 1.6
-    duplicate_rate: float = 0.03
-    catalog_at_start: float = 0.3
-    start_date: str = "2018-01-01"
-    end_date: str = "2023-09-01"
+    task_name: str = "generate"
+    paths: Any = None
 
 
 def register_configs() -> None:

@@ -1,0 +1,50 @@
+# recsys: `make demo` and `make test` are all a new user needs (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
+DEMO_DIR ?= data/demo
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test bench lint clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed  ## create .venv and install recsys (CPU torch first); instant when up to date
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# torch first and pinned: a looser requirement lets pip fetch GBs of CUDA wheels.
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: setup  ## generate the synthetic dataset and preprocess it
+	$(BIN)/recsys-generate out=$(DEMO_DIR)/reviews.jsonl.gz
+	$(BIN)/recsys-preprocess data.input=$(DEMO_DIR)/reviews.jsonl.gz data.processed_dir=$(DEMO_DIR)/processed
+	@echo
+	@echo "Processed data: $(DEMO_DIR)/processed (train/val/test/users/items .parquet, metadata.json)"
+
+test: setup  ## run the whole test suite (slow tests included)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup  ## preprocessing benchmark vs pandas and a bare polars read -> benchmarks/results/
+	$(BIN)/python benchmarks/preprocess.py
+
+lint: setup  ## ruff
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:  ## remove generated data, logs and caches (keeps .venv)
+	rm -rf $(DEMO_DIR) logs outputs multirun benchmarks/.work .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean  ## also remove .venv
+	rm -rf $(VENV)
