@@ -1,0 +1,88 @@
+"""Preprocessing options: plain stdlib types, so configs can import them without polars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from recsys.errors import RecsysError
+
+DAY_MS = 86_400_000
+
+
+class SplitKind(StrEnum):
+    """Member names equal their values: OmegaConf matches enum overrides by name."""
+
+    temporal = "temporal"
+    leave_last_out = "leave_last_out"
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    min_interactions: int = 5
+    split: SplitKind = SplitKind.temporal
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def validate(self) -> None:
+        if self.min_interactions < 1:
+            raise RecsysError(f"data.min_interactions must be >= 1, got {self.min_interactions}")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise RecsysError(f"data.{name} must be between 0 and 1 (exclusive), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise RecsysError(
+                "data.val_fraction + data.test_fraction must be below 1, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+
+
+@dataclass
+class SyntheticSpec:
+    """Knobs of the synthetic review generator (see recsys.data.synthetic)."""
+
+    n_users: int = 20_000
+    n_items: int = 5_000
+    n_interactions: int = 300_000
+    seed: int = 42
+    dim: int = 16
+    affinity_temperature: float = 0.25
+    candidates: int = 64
+    popularity_exponent: float = 0.7
+    activity_exponent: float = 1.6
+    recent_share: float = 0.3
+    recent_days: int = 180
+    duplicate_rate: float = 0.03
+    catalog_at_start: float = 0.3
+    start_date: str = "2018-01-01"
+    end_date: str = "2023-09-01"
+
+    def validate(self) -> None:
+        for name in ("n_users", "n_items", "n_interactions", "dim", "candidates"):
+            if getattr(self, name) < 1:
+                raise RecsysError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("duplicate_rate", "catalog_at_start", "recent_share"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise RecsysError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.affinity_temperature <= 0:
+            raise RecsysError("affinity_temperature must be > 0")
+        if self.start_ms >= self.end_ms - 90 * DAY_MS:
+            raise RecsysError("end_date must be at least 90 days after start_date")
+
+    @staticmethod
+    def _date_ms(text: str) -> int:
+        try:
+            day = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        except ValueError as err:
+            raise RecsysError(f"dates must look like 2018-01-01, got '{text}'") from err
+        return int(day.timestamp() * 1000)
+
+    @property
+    def start_ms(self) -> int:
+        return self._date_ms(self.start_date)
+
+    @property
+    def end_ms(self) -> int:
+        return self._date_ms(self.end_date)
