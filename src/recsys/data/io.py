@@ -1,4 +1,4 @@
-"""Atomic outputs: build beside the target, then swap, so a failed run never leaves half a result."""
+"""Atomic outputs: build beside the target, then swap; a failed run never leaves half a result."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ and only `assign_indices` goes back to the id strings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import numpy as np
 import polars as pl
 
@@ -134,10 +135,10 @@ def temporal_split(df: pl.DataFrame, val_fraction: float, test_fraction: float) 
     test_start = int(ts[n - n_test])
     val_start = int(ts[n - n_test - n_val])
     if val_start == ts[0] or val_start == test_start:
+        shared = "the first interaction" if val_start == ts[0] else "the test boundary"
         raise RecsysError(
             "timestamps are too coarse for a temporal split: the validation boundary falls on a "
-            f"timestamp shared with {'the first interaction' if val_start == ts[0] else 'the test boundary'}"
-            "; use data.split=leave_last_out or different fractions",
+            f"timestamp shared with {shared}; use data.split=leave_last_out or other fractions",
             stage="temporal split",
         )
     t = pl.col("timestamp")

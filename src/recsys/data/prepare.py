@@ -14,8 +14,8 @@ from rich.table import Table
 
 import recsys
 from recsys.data import pipeline
-from recsys.data.io import atomic_dir, check_replaceable_dir, write_json
 from recsys.data.fingerprint import FileFingerprint
+from recsys.data.io import atomic_dir, check_replaceable_dir, write_json
 from recsys.data.options import PrepareOptions, SplitKind
 from recsys.data.reader import ParsedInput, check_input_file, read_interactions
 from recsys.data.schema import Reason

@@ -116,7 +116,7 @@ Row = tuple[str, str, int, float | None]
 
 
 def classify_line(line: bytes, schema: InputSchema) -> Row | Reason:
-    """Decode one raw line: the (user, item, timestamp_ms, rating) it yields, or why it is skipped."""
+    """Decode one raw line: its (user, item, timestamp_ms, rating), or why it is skipped."""
     text = line.strip()
     if not text:
         return Reason.BLANK
