@@ -16,8 +16,21 @@ from recsys.data.options import SplitKind
 from recsys.errors import RecsysError
 
 
-def _pair_key() -> pl.Expr:
-    return pl.col("user").to_physical().cast(pl.UInt64) * (1 << 32) + pl.col("item").to_physical()
+def _repeated_pairs(df: pl.DataFrame) -> np.ndarray:
+    """Mask of rows whose (user, item) pair occurs more than once.
+
+    A numpy sort of the packed 64-bit pair key: about twice as fast here as a hash-based
+    `is_duplicated` on the same key.
+    """
+    users = df.get_column("user").to_physical().to_numpy().astype(np.uint64)
+    items = df.get_column("item").to_physical().to_numpy().astype(np.uint64)
+    key = (users << np.uint64(32)) | items
+    order = np.argsort(key)
+    same = key[order[1:]] == key[order[:-1]]
+    repeated = np.zeros(len(key), dtype=bool)
+    repeated[order[1:][same]] = True
+    repeated[order[:-1][same]] = True
+    return repeated
 
 
 def dedupe_earliest(df: pl.DataFrame) -> pl.DataFrame:
@@ -26,19 +39,21 @@ def dedupe_earliest(df: pl.DataFrame) -> pl.DataFrame:
     Repeats are a few percent of reviews, so only the rows whose pair repeats are sorted;
     the rest keep their file order untouched.
     """
-    keyed = df.with_columns(_pair_key().alias("_key"))
-    repeated = keyed.get_column("_key").is_duplicated()
+    repeated = _repeated_pairs(df)
     if not repeated.any():
         return df
+    candidates = np.flatnonzero(repeated)
     winners = (
-        keyed.with_row_index("_row")
-        .filter(repeated)
+        df[candidates]
+        .with_columns(pl.Series("_row", candidates))
         .sort("timestamp", "_row")
-        .unique(subset="_key", keep="first")
+        .unique(subset=["user", "item"], keep="first")
         .get_column("_row")
+        .to_numpy()
     )
-    is_winner = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(winners.implode())
-    return keyed.filter(~repeated | is_winner).drop("_key")
+    keep = ~repeated
+    keep[winners] = True
+    return df.filter(pl.Series(keep))
 
 
 @dataclass
