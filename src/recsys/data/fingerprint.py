@@ -7,6 +7,7 @@ Only the standard library is imported here so that it can start before polars lo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -25,6 +26,10 @@ class FileFingerprint:
         self._thread.start()
 
     def _run(self) -> None:
+        # Lowest CPU priority for this thread only (Linux threads are tasks): the hash then
+        # fills idle cycles (imports, single-threaded stages) instead of slowing the parse.
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         try:
             digest = hashlib.sha256()
             last = b"\n"

@@ -28,6 +28,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
             return hashlib.sha256(mm).hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -44,6 +50,7 @@ def atomic_file(target: str | os.PathLike[str], mode: str = "wb") -> Iterator[An
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     tmp = Path(tmp_name)
+    os.chmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would surprise whoever reads the output
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
@@ -79,6 +86,7 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     check_replaceable_dir(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(staging, 0o777 & ~_umask())
     try:
         yield staging
         for child in staging.iterdir():

@@ -91,13 +91,7 @@ def prepare_dataset(
     log = StageLog(console)
 
     parsed = _read(source, console, fingerprint)
-    invalid = sum(parsed.invalid.values())
-    reasons = ", ".join(f"{k} {v:,}" for k, v in parsed.invalid.most_common())
-    log.done(
-        "read",
-        f"{parsed.n_lines:,} lines ({parsed.schema.name}), {parsed.n_valid:,} valid, "
-        f"{invalid:,} invalid" + (f" ({reasons})" if reasons else ""),
-    )
+    log.done("read", f"{parsed.n_valid:,} valid reviews ({parsed.schema.name})")
 
     deduped = pipeline.dedupe_earliest(parsed.interactions)
     duplicates = parsed.n_valid - deduped.height
@@ -136,6 +130,15 @@ def prepare_dataset(
         f"{cold:,} cold val/test rows dropped",
     )
 
+    # Resolved last: on the fast path the line count comes from the background hash.
+    invalid = sum(parsed.invalid.values())
+    reasons = ", ".join(f"{k} {v:,}" for k, v in parsed.invalid.most_common())
+    log.done(
+        "input",
+        f"{parsed.n_lines:,} lines, {invalid:,} skipped"
+        + (f" ({reasons})" if reasons else "")
+        + f", sha256 {parsed.sha256[:12]}",
+    )
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "recsys_version": recsys.__version__,

@@ -15,7 +15,8 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import polars as pl
@@ -51,17 +52,37 @@ INTERACTION_SCHEMA = {
 
 @dataclass
 class ParsedInput:
-    """Valid interactions in file order, plus what was skipped and why."""
+    """Valid interactions in file order, plus what was skipped and why.
+
+    On the fast path the line count (hence blank lines) comes from the background
+    fingerprint; it is resolved on first use so the pipeline never waits for the hash.
+    """
 
     interactions: pl.DataFrame
     schema: InputSchema
-    n_lines: int
-    invalid: Counter[str] = field(default_factory=Counter)
-    sha256: str = ""
+    fingerprint: FileFingerprint
+    parsed_invalid: Counter[str]
+    rows_seen: int  # lines that were not blank (valid + counted invalid)
+    known_lines: int | None = None  # set when the block path counted lines itself
 
     @property
     def n_valid(self) -> int:
         return self.interactions.height
+
+    @cached_property
+    def n_lines(self) -> int:
+        return self.known_lines if self.known_lines is not None else self.fingerprint.lines
+
+    @cached_property
+    def invalid(self) -> Counter[str]:
+        counts = Counter(self.parsed_invalid)
+        if self.known_lines is None and self.n_lines > self.rows_seen:
+            counts[Reason.BLANK.value] += self.n_lines - self.rows_seen
+        return counts
+
+    @property
+    def sha256(self) -> str:
+        return self.fingerprint.sha256
 
 
 def _is_gzip(path: Path) -> bool:
@@ -223,15 +244,14 @@ def _parse_block(block: bytes, schema: InputSchema) -> tuple[pl.DataFrame, Count
     return pl.concat([left, right]), left_counts + right_counts
 
 
-def _read_mapped(
-    path: Path, schema: InputSchema, count_lines_done: Callable[[], int]
-) -> tuple[pl.DataFrame, Counter[str], int] | None:
+def _read_mapped(path: Path, schema: InputSchema) -> tuple[pl.DataFrame, Counter[str], int] | None:
     """Whole-file scan from the page cache; None when the exact block path is needed.
 
     Fastest first: ids as String (no interning while parsing) and only the preferred item
     key (parent_asin). If an id might be a stringified non-string, re-scan with the strict
     Categorical schema; if parent_asin is ever unusable, let the block path use the fallback
-    item keys too.
+    item keys too. Returns the valid rows, invalid counts, and the number of non-blank lines
+    (the NDJSON reader skips blank ones; `ParsedInput` counts them from the fingerprint).
     """
     item_keys = schema.item_keys[:1]
     id_keys = (schema.user_key, *item_keys)
@@ -248,10 +268,7 @@ def _read_mapped(
         return None
     raw = raw.with_columns(pl.col(k).cast(pl.Categorical()) for k in id_keys)
     frame, counts = _validate_strict(raw, schema, item_keys)
-    n_lines = count_lines_done()
-    if n_lines - raw.height:
-        counts[Reason.BLANK.value] += n_lines - raw.height
-    return frame, counts, n_lines
+    return frame, counts, raw.height
 
 
 def _read_streamed(
@@ -294,21 +311,24 @@ def read_interactions(
     gz = _is_gzip(path)
     schema = detect_input_schema(path, gz)
 
-    result = None
+    mapped = None
     if not gz and path.stat().st_size <= MMAP_MAX_BYTES:
-        result = _read_mapped(path, schema, lambda: fingerprint.lines)
-    if result is None:
-        result = _read_streamed(path, schema, gz, on_bytes)
-    frame, counts, n_lines = result
+        mapped = _read_mapped(path, schema)
+    if mapped is not None:
+        frame, counts, rows_seen = mapped
+        parsed = ParsedInput(frame, schema, fingerprint, counts, rows_seen)
+    else:
+        frame, counts, n_lines = _read_streamed(path, schema, gz, on_bytes)
+        parsed = ParsedInput(frame, schema, fingerprint, counts, n_lines, known_lines=n_lines)
 
     if frame.height == 0:
-        detail = ", ".join(f"{k}: {v:,}" for k, v in counts.most_common()) or "no lines"
+        detail = ", ".join(f"{k}: {v:,}" for k, v in parsed.invalid.most_common()) or "no lines"
         raise RecsysError(
-            f"no valid review in {n_lines:,} lines ({detail}); each line must be a JSON object "
-            f"with a non-empty string '{schema.user_key}', an item key "
+            f"no valid review in {parsed.n_lines:,} lines ({detail}); each line must be a "
+            f"JSON object with a non-empty string '{schema.user_key}', an item key "
             f"({' or '.join(repr(k) for k in schema.item_keys)}) and a numeric "
             f"'{schema.time_key}'",
             path=path,
             stage=STAGE,
         )
-    return ParsedInput(frame, schema, n_lines, counts, fingerprint.sha256)
+    return parsed
