@@ -47,7 +47,10 @@ def test_generated_data_meets_the_contract(in_tmp, small_reviews_gz):
     assert meta["dropped"]["duplicate"] > 0 and meta["dropped"]["kcore"] > 0
     assert meta["input"]["lines"] == 30_000
     assert "summary" in result.stderr  # the summary table
-    assert (in_tmp / "logs" / "preprocess").is_dir()  # Hydra's run directory
+    # Hydra's run directory keeps the composed config and the stage log
+    (run_dir,) = (in_tmp / "logs" / "preprocess" / "runs").iterdir()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "k-core: k=5" in (run_dir / "preprocess.log").read_text()
 
 
 def test_output_is_deterministic_and_schema_independent(in_tmp, small_reviews):

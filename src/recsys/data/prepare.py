@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,11 +23,13 @@ from recsys.data.schema import Reason
 from recsys.errors import RecsysError
 
 SCHEMA_VERSION = 1
+_logger = logging.getLogger("recsys.stages")
 SPLIT_NAMES = ("train", "val", "test")
 
 
 class StageLog:
-    """One line per stage with its count and duration, on stderr (stdout stays for results)."""
+    """One line per stage with its count and duration: on stderr (stdout stays for results),
+    and in the run's log file through the `recsys.stages` logger (see conf/hydra)."""
 
     def __init__(self, console: Console):
         self.console = console
@@ -39,6 +42,7 @@ class StageLog:
         self._t = now
         self.rows.append((stage, detail, seconds))
         self.console.log(f"[bold]{stage}[/]: {detail} [dim]({seconds})[/]")
+        _logger.info("%s: %s (%s)", stage, detail, seconds)
 
 
 def _read(path: Path, console: Console, fingerprint: FileFingerprint | None) -> ParsedInput:
