@@ -141,8 +141,8 @@ def process(lines, user_key="user_id", k=5, split="temporal", val_fraction=0.1, 
         return [r for r in part if r[0] in train_users and r[1] in train_items]
 
     warm_val, warm_test = warm(val), warm(test)
-    users = sorted(train_users)
-    items = sorted(train_items)
+    users = sorted({r[0] for r in core})
+    items = sorted({r[1] for r in core})
     uidx = {u: n for n, u in enumerate(users)}
     iidx = {i: n for n, i in enumerate(items)}
 

@@ -15,6 +15,10 @@ SPLIT_SCHEMA = {
 }
 
 
+def train_users(parts) -> int:
+    return parts["train"]["user_idx"].n_unique()
+
+
 def check_processed_dir(directory: Path, *, temporal: bool = True) -> dict:
     meta = json.loads((directory / "metadata.json").read_text())
     for key in (
@@ -49,6 +53,9 @@ def check_processed_dir(directory: Path, *, temporal: bool = True) -> dict:
     assert users["user_id"].is_unique().all() and items["item_id"].is_unique().all()
 
     everything = pl.concat(parts.values())
+    assert everything["user_idx"].max() < meta["n_users"]
+    assert everything["item_idx"].max() < meta["n_items"]
+    assert meta["n_train_users"] == train_users(parts) and meta["n_train_users"] <= meta["n_users"]
     assert everything.select(pl.struct("user_idx", "item_idx").is_unique().all()).item()
     train = parts["train"]
     for name in ("val", "test"):  # nothing cold: every val/test user and item occurs in train

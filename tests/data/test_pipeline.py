@@ -175,11 +175,13 @@ def test_cold_rows_are_dropped_and_counted():
     assert (split.cold_val, split.cold_test) == (1, 1)
 
 
-def test_indices_are_contiguous_and_sorted_by_id():
+def test_indices_are_contiguous_sorted_by_id_and_cover_the_kcore():
     train = frame([(3, 7, 1, 5.0), (1, 2, 2, 5.0), (3, 2, 3, 5.0)])
-    indexed = pipeline.assign_indices(pipeline.Split(train, train.head(0), train.head(0)))
-    assert indexed.users["user_id"].to_list() == ["u1", "u3"]
-    assert indexed.items["item_id"].to_list() == ["i2", "i7"]
+    later = frame([(5, 9, 4, 5.0)])  # a user and an item first seen after train
+    split = pipeline.Split(train, train.head(0), train.head(0))
+    indexed = pipeline.assign_indices(split, pl.concat([train, later]))
+    assert indexed.users["user_id"].to_list() == ["u1", "u3", "u5"]
+    assert indexed.items["item_id"].to_list() == ["i2", "i7", "i9"]
     assert indexed.train.schema == {
         "user_idx": pl.Int32,
         "item_idx": pl.Int32,

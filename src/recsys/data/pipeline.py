@@ -236,14 +236,16 @@ def _index_of(codes: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
     return table, lookup
 
 
-def assign_indices(split: Split) -> Indexed:
+def assign_indices(split: Split, universe: pl.DataFrame) -> Indexed:
     """Map ids to int32 indices and shape each split as the processed-data contract says.
 
-    Indices cover the users and items of train; `drop_cold` guarantees val/test use no other.
-    Integer gathers through a lookup array replace string joins (several times faster).
+    Indices cover every user and item of `universe` (the k-core), as the dataset is defined
+    before splitting: so n_users/n_items are the k-core's, and items first seen after the
+    train period still exist in the catalogue. Integer gathers through a lookup array
+    replace string joins (several times faster).
     """
-    users, user_lookup = _index_of(split.train.get_column("user"))
-    items, item_lookup = _index_of(split.train.get_column("item"))
+    users, user_lookup = _index_of(universe.get_column("user"))
+    items, item_lookup = _index_of(universe.get_column("item"))
 
     def shape(df: pl.DataFrame) -> pl.DataFrame:
         user_codes = df.get_column("user").to_physical().to_numpy()

@@ -125,7 +125,7 @@ def prepare_dataset(
         err.path = source
         raise
     split = pipeline.drop_cold(split)
-    indexed = pipeline.assign_indices(split)
+    indexed = pipeline.assign_indices(split, core.frame)
     cold = split.cold_val + split.cold_test
     log.done(
         "split",
@@ -158,6 +158,8 @@ def prepare_dataset(
         "n_train": indexed.train.height,
         "n_val": indexed.val.height,
         "n_test": indexed.test.height,
+        "n_train_users": indexed.train.get_column("user_idx").n_unique(),
+        "n_train_items": indexed.train.get_column("item_idx").n_unique(),
         "min_interactions": options.min_interactions,
         "split": {
             **split.info,
