@@ -5,6 +5,7 @@ Registered in Hydra's ConfigStore on import; YAML files in `conf/` extend them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,11 @@ from omegaconf import MISSING
 
 from recsys.data.options import SplitKind, SyntheticSpec
 
-# Source checkout layout: src/recsys/config.py -> <root>/conf
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The configs live at the project root (src/recsys/config.py -> <root>/conf), which an
+# editable install keeps; RECSYS_CONFIG_DIR points elsewhere (e.g. a copied conf/).
+CONFIG_DIR = Path(
+    os.environ.get("RECSYS_CONFIG_DIR") or Path(__file__).resolve().parents[2] / "conf"
+).resolve()
 
 
 @dataclass

@@ -25,6 +25,11 @@ from recsys.errors import RecsysError
 CHUNK = 100_000
 AFFINITY_BATCH = 8_192
 ID_ALPHABET = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", dtype=np.uint8)
+# Key order of an Amazon Reviews 2023 line.
+REVIEW_FIELDS = (
+    "rating", "title", "text", "images", "asin", "parent_asin", "user_id", "timestamp",
+    "helpful_vote", "verified_purchase",
+)  # fmt: skip
 WORDS = (
     "the a and it is this for to i my of with was but not very so on in product quality "
     "great good love works well price fit size easy use bought would recommend again just "
@@ -298,18 +303,7 @@ def _chunk_reviews(
         .alias("images"),
     )
     order = rng.permutation(n)
-    return frame.select(
-        "rating",
-        "title",
-        "text",
-        "images",
-        "asin",
-        "parent_asin",
-        "user_id",
-        "timestamp",
-        "helpful_vote",
-        "verified_purchase",
-    )[order]
+    return frame.select(REVIEW_FIELDS)[order]
 
 
 def iter_review_chunks(spec: SyntheticSpec, world: World | None = None):
