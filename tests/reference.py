@@ -20,17 +20,28 @@ def _num(v):
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _fits_float32(v):
+    try:
+        return abs(float(v)) <= 3.4028234663852886e38
+    except OverflowError:
+        return False
+
+
 def parse(lines: list[bytes], user_key: str):
     """(rows in file order, Counter of skip reasons)."""
     ukey, item_keys, tkey, scale, rkey = SCHEMAS[user_key]
     rows, bad = [], Counter()
     for raw in lines:
-        if not raw.strip():
+        if not raw.strip(b" \t\r\n"):  # JSON whitespace only
             bad["blank_line"] += 1
             continue
-        try:
-            obj = json.loads(raw, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-        except ValueError:
+        try:  # no NaN/Infinity; a duplicate key keeps its first value
+            obj = json.loads(
+                raw,
+                parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)),
+                object_pairs_hook=lambda pairs: {k: v for k, v in reversed(pairs)},
+            )
+        except (ValueError, RecursionError):
             bad["not_json"] += 1
             continue
         if not isinstance(obj, dict):
@@ -50,6 +61,11 @@ def parse(lines: list[bytes], user_key: str):
             )
             bad["bad_item_type" if wrong else "missing_item"] += 1
             continue
+        if not all(
+            s.encode("utf-8", "surrogatepass").decode("utf-8", "ignore") == s for s in (user, item)
+        ):
+            bad["not_json"] += 1  # unpaired surrogate: not storable text
+            continue
         ts = obj.get(tkey)
         if ts is None:
             bad["missing_timestamp"] += 1
@@ -62,7 +78,7 @@ def parse(lines: list[bytes], user_key: str):
             bad["bad_timestamp"] += 1
             continue
         rating = obj.get(rkey)
-        if rating is not None and not _num(rating):
+        if rating is not None and not (_num(rating) and _fits_float32(rating)):
             bad["bad_rating"] += 1
             continue
         rows.append((user, item, ts, None if rating is None else float(rating)))

@@ -172,6 +172,11 @@ def test_config_errors_are_clear(in_tmp, small_reviews):
     refused = preprocess(in_tmp, f"data.input={small_reviews}", f"data.processed_dir={foreign}")
     assert refused.returncode == 2 and "not written by recsys" in refused.stderr
     assert (foreign / "notes.txt").read_text() == "keep"
+    blocked = preprocess(
+        in_tmp, f"data.input={small_reviews}", "data.processed_dir=home/notes.txt/p"
+    )
+    assert blocked.returncode == 2 and "not a writable directory" in blocked.stderr
+    assert "Traceback" not in blocked.stderr
 
 
 def test_help_and_cfg(in_tmp):

@@ -130,3 +130,52 @@ def test_unusable_inputs_are_refused_with_a_clear_message(tmp_path, make, messag
 
 def test_schema_names():
     assert AMAZON_2023.keys == ("user_id", "parent_asin", "asin", "timestamp", "rating")
+
+
+TRICKY = [
+    b'{"user_id": "a\\rb", "parent_asin": "p", "timestamp": 7}\r',  # CR inside and at the end
+    b'{"user_id": "u1", "parent_asin": "p", "timestamp": 7}\r{"user_id": "ZZ", '
+    b'"parent_asin": "p", "timestamp": 8}',  # two objects joined by a lone CR: one bad line
+    b"garbage\rmore\rstuff",
+    b'{"user_id": "u1", "parent_asin": "p", "timestamp": 7, "rating": 1' + b"0" * 400 + b"}",
+    b'{"user_id": "u1", "parent_asin": "p", "timestamp": 7, "rating": 1e300}',
+    b'{"user_id": "U1\\ud800", "parent_asin": "p", "timestamp": 7}',
+    b'{"user_id": "UA", "user_id": "UB", "parent_asin": "p", "timestamp": 7}',
+    b'{"user_id": "u1", "parent_asin": "p", "timestamp": -9223372036854775808}',
+    b'\x0b{"user_id": "u1", "parent_asin": "p", "timestamp": 7}',
+    b'{"user_id": "nul\\u0000id", "parent_asin": "p", "timestamp": 7}',
+]
+
+
+@pytest.mark.parametrize("tricky", TRICKY)
+@pytest.mark.parametrize("junk", [False, True])
+def test_fast_and_exact_paths_agree_on_odd_lines(tmp_path, monkeypatch, tricky, junk):
+    """Every odd line gets the same verdict alone (fast path) or next to junk (exact path)."""
+    from tests import reference
+
+    good = [json.dumps(review(f"u{n}", f"i{n % 3}", 100 + n)).encode() for n in range(5)]
+    lines = [*good, tricky, *([b"junk"] if junk else [])]
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    for mapped in (True, False):
+        if not mapped:
+            monkeypatch.setattr(reader, "MMAP_MAX_BYTES", 0)
+        parsed = reader.read_interactions(path)
+        expected_rows, expected_bad = reference.parse(lines, "user_id")
+        got = [(u, i, t, None if r is None or r != r else r) for u, i, t, r in rows_of(parsed)]
+        assert got == [(u, i, t, r) for u, i, t, r in expected_rows]
+        assert parsed.invalid == expected_bad
+        assert parsed.n_lines == len(lines)
+
+
+def test_glob_characters_in_the_file_name(tmp_path):
+    write_lines(tmp_path / "a1.jsonl", [review("other", "x", 1)] * 3)
+    path = write_lines(tmp_path / "a[1].jsonl", [review("u", "i", 5)])
+    assert rows_of(reader.read_interactions(path)) == [("u", "i", 5, 5.0)]
+
+
+def test_carriage_return_only_file_is_one_bad_line(tmp_path):
+    path = tmp_path / "cr.jsonl"
+    path.write_bytes(b"\r".join(json.dumps(review("u", f"i{n}", n)).encode() for n in range(100)))
+    with pytest.raises(RecsysError, match="no line among the first 1 "):
+        reader.read_interactions(path)

@@ -74,6 +74,19 @@ def check_replaceable_dir(target: Path) -> None:
         )
 
 
+def check_writable_parent(target: Path) -> None:
+    """Fail before any work if `target` could not be created or replaced."""
+    check_replaceable_dir(target)
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise RecsysError(
+            f"cannot create '{target}': '{parent}' is not a writable directory",
+            stage="checking the output directory",
+        )
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh sibling directory; on success it replaces `target`, on failure it vanishes.

@@ -16,7 +16,7 @@ from rich.table import Table
 import recsys
 from recsys.data import pipeline
 from recsys.data.fingerprint import FileFingerprint
-from recsys.data.io import atomic_dir, check_replaceable_dir, write_json
+from recsys.data.io import atomic_dir, check_writable_parent, write_json
 from recsys.data.options import PrepareOptions, SplitKind
 from recsys.data.reader import ParsedInput, check_input_file, read_interactions
 from recsys.data.schema import Reason
@@ -91,7 +91,7 @@ def prepare_dataset(
             "every run; move the input or choose another output directory",
             path=source,
         )
-    check_replaceable_dir(target)
+    check_writable_parent(target)
     log = StageLog(console)
 
     parsed = _read(source, console, fingerprint)
@@ -178,13 +178,20 @@ def prepare_dataset(
         },
     }
 
-    with atomic_dir(target) as staging:
-        for name in SPLIT_NAMES:
-            getattr(indexed, name).write_parquet(staging / f"{name}.parquet", compression="zstd")
-        indexed.users.write_parquet(staging / "users.parquet", compression="zstd")
-        indexed.items.write_parquet(staging / "items.parquet", compression="zstd")
-        # Written last: its presence marks a complete directory that recsys may replace.
-        write_json(staging / "metadata.json", metadata)
+    try:
+        with atomic_dir(target) as staging:
+            for name in SPLIT_NAMES:
+                getattr(indexed, name).write_parquet(
+                    staging / f"{name}.parquet", compression="zstd"
+                )
+            indexed.users.write_parquet(staging / "users.parquet", compression="zstd")
+            indexed.items.write_parquet(staging / "items.parquet", compression="zstd")
+            # Written last: its presence marks a complete directory that recsys may replace.
+            write_json(staging / "metadata.json", metadata)
+    except OSError as err:
+        raise RecsysError(
+            f"cannot write the output: {err}", path=target, stage="writing the output"
+        ) from err
     log.done("write", f"{target}")
     console.print(summary_table(metadata, log))
     return metadata

@@ -9,7 +9,6 @@ and those few lines go through the exact Python rules in `schema.classify_line`.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import zlib
 from collections import Counter
@@ -23,12 +22,15 @@ import polars as pl
 
 from recsys.data.fingerprint import FileFingerprint
 from recsys.data.schema import (
+    FLOAT32_MAX,
     INT64_MAX,
     InputSchema,
     Reason,
     classify_line,
     coerced_id_suspects,
+    decode_line,
     detect_schema,
+    mangled_id_suspects,
 )
 from recsys.errors import RecsysError
 
@@ -40,7 +42,7 @@ PYTHON_FALLBACK_LINES = 64
 # Plain files up to this size are parsed straight from the OS page cache (fastest); larger
 # ones stream in blocks so peak memory stays bounded whatever the input size.
 MMAP_MAX_BYTES = 1 << 30
-SCHEMA_PROBE_LINES = 10_000
+SCHEMA_PROBE_LINES = 100_000
 
 INTERACTION_SCHEMA = {
     "user": pl.Categorical(),
@@ -132,6 +134,14 @@ def _line_blocks(path: Path, gz: bool) -> Iterator[bytes]:
         yield rest
 
 
+def split_lines(data: bytes) -> list[bytes]:
+    """Lines end at \\n only (as for polars and the line count), never at a lone \\r."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
 def count_lines(data: bytes) -> int:
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
@@ -142,10 +152,10 @@ def detect_input_schema(path: Path, gz: bool) -> InputSchema:
     by_name = {}
     seen = 0
     for block in _line_blocks(path, gz):
-        for line in block.splitlines():
+        for line in split_lines(block):
             seen += 1
             try:
-                obj = json.loads(line)
+                obj = decode_line(line)
             except (ValueError, RecursionError):
                 continue
             schema = detect_schema(obj)
@@ -171,6 +181,7 @@ def _validate_strict(
 ) -> tuple[pl.DataFrame, Counter[str]]:
     """Vectorised `classify_line` for rows that parsed under the strict schema (types are right)."""
     user = pl.col(schema.user_key)
+    rating = pl.col(schema.rating_key)
     item = pl.coalesce(
         [pl.when(pl.col(k) != "").then(pl.col(k)) for k in item_keys or schema.item_keys]
     )
@@ -183,8 +194,10 @@ def _validate_strict(
         .then(pl.lit(Reason.MISSING_ITEM.value))
         .when(ts.is_null())
         .then(pl.lit(Reason.MISSING_TIMESTAMP.value))
-        .when(ts.abs() > limit)
+        .when((ts > limit) | (ts < -limit))  # not abs(): it overflows at the int64 minimum
         .then(pl.lit(Reason.BAD_TIMESTAMP.value))
+        .when(rating.abs() > FLOAT32_MAX)
+        .then(pl.lit(Reason.BAD_RATING.value))
     )
     checked = (
         raw.lazy()
@@ -217,14 +230,14 @@ def _parse_block(block: bytes, schema: InputSchema) -> tuple[pl.DataFrame, Count
         raw = pl.read_ndjson(block, schema=strict)
     except (Exception, pl.exceptions.PanicException):  # any failure -> the exact slow path
         raw = None
-    if raw is not None:
+    if raw is not None and not mangled_id_suspects(raw, (schema.user_key, *schema.item_keys)):
         frame, counts = _validate_strict(raw, schema)
         blank = count_lines(block) - raw.height  # the NDJSON reader skips blank lines
         if blank:
             counts[Reason.BLANK.value] += blank
         return frame, counts
 
-    lines = block.splitlines()
+    lines = split_lines(block)
     if len(lines) <= PYTHON_FALLBACK_LINES:
         rows, counts = [], Counter()
         for line in lines:
@@ -235,9 +248,10 @@ def _parse_block(block: bytes, schema: InputSchema) -> tuple[pl.DataFrame, Count
                 rows.append(result)
         return _rows_to_frame(rows), counts
 
-    # Split at the newline closest to the middle and recurse on both halves.
-    middle = block.find(b"\n", len(block) // 2) + 1 or len(block)
-    if middle >= len(block):
+    # Split after the first newline past the middle (or the last one before the end): with
+    # more than PYTHON_FALLBACK_LINES lines both halves are non-empty, so this terminates.
+    middle = block.find(b"\n", len(block) // 2, len(block) - 1) + 1
+    if middle == 0:
         middle = block.rfind(b"\n", 0, len(block) - 1) + 1
     left, left_counts = _parse_block(block[:middle], schema)
     right, right_counts = _parse_block(block[middle:], schema)
@@ -255,13 +269,22 @@ def _read_mapped(path: Path, schema: InputSchema) -> tuple[pl.DataFrame, Counter
     """
     item_keys = schema.item_keys[:1]
     id_keys = (schema.user_key, *item_keys)
+
+    def scan(strict_ids: bool) -> pl.DataFrame:
+        # A file handle, not the path: polars would expand [ ] * ? in a path as a glob.
+        with open(path, "rb") as fh:
+            ndjson = pl.scan_ndjson(
+                fh, schema=schema.polars_schema(item_keys, strict_ids=strict_ids)
+            )
+            return ndjson.collect()
+
     try:
-        raw = pl.scan_ndjson(
-            path, schema=schema.polars_schema(item_keys, strict_ids=False)
-        ).collect()
+        raw = scan(strict_ids=False)
         if coerced_id_suspects(raw, id_keys):
-            raw = pl.scan_ndjson(path, schema=schema.polars_schema(item_keys)).collect()
+            raw = scan(strict_ids=True)
     except (Exception, pl.exceptions.PanicException):
+        return None
+    if mangled_id_suspects(raw, id_keys):
         return None
     first_item = raw.get_column(item_keys[0])
     if len(schema.item_keys) > 1 and (first_item.null_count() or (first_item == "").any()):

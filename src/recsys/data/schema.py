@@ -95,6 +95,18 @@ def coerced_id_suspects(raw: pl.DataFrame, keys: tuple[str, ...]) -> bool:
     )
 
 
+def mangled_id_suspects(raw: pl.DataFrame, keys: tuple[str, ...]) -> bool:
+    """Whether any id holds NUL: polars turns an unpaired surrogate escape into one, so such
+    rows must be decided by `classify_line` (a genuine NUL passes it unchanged)."""
+    return bool(
+        raw.select(
+            pl.any_horizontal(
+                pl.col(k).cast(pl.String).str.contains("\x00", literal=True).any() for k in keys
+            )
+        ).item()
+    )
+
+
 def detect_schema(obj: Any) -> InputSchema | None:
     """The schema whose user key this decoded line carries, if any."""
     if isinstance(obj, dict):
@@ -108,8 +120,41 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"non-standard JSON constant {token}")
 
 
+def _first_key_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Duplicate keys resolve to the first value, as polars' NDJSON reader does."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        obj.setdefault(key, value)
+    return obj
+
+
+JSON_WHITESPACE = b" \t\r\n"
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def decode_line(line: bytes) -> Any:
+    """json.loads with the reader's conventions: no NaN/Infinity, first duplicate key wins."""
+    return json.loads(line, parse_constant=_reject_constant, object_pairs_hook=_first_key_wins)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_unicode(text: str) -> bool:
+    """False for strings with unpaired surrogates (legal JSON escapes, not storable text)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _rating_ok(rating: Any) -> bool:
+    try:
+        return _is_number(rating) and abs(float(rating)) <= FLOAT32_MAX
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 Row = tuple[str, str, int, float | None]
@@ -117,11 +162,11 @@ Row = tuple[str, str, int, float | None]
 
 def classify_line(line: bytes, schema: InputSchema) -> Row | Reason:
     """Decode one raw line: its (user, item, timestamp_ms, rating), or why it is skipped."""
-    text = line.strip()
+    text = line.strip(JSON_WHITESPACE)
     if not text:
         return Reason.BLANK
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = decode_line(text)
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return Reason.NOT_JSON
     if not isinstance(obj, dict):
@@ -143,6 +188,8 @@ def classify_line(line: bytes, schema: InputSchema) -> Row | Reason:
         wrong_item_type |= value is not None and not isinstance(value, str)
     if item is None:
         return Reason.BAD_ITEM if wrong_item_type else Reason.MISSING_ITEM
+    if not (_is_unicode(user) and _is_unicode(item)):
+        return Reason.NOT_JSON
 
     ts = obj.get(schema.time_key)
     if ts is None:
@@ -155,6 +202,6 @@ def classify_line(line: bytes, schema: InputSchema) -> Row | Reason:
         return Reason.BAD_TIMESTAMP
 
     rating = obj.get(schema.rating_key)
-    if rating is not None and not _is_number(rating):
+    if rating is not None and not _rating_ok(rating):
         return Reason.BAD_RATING
     return user, item, ts_ms, None if rating is None else float(rating)
