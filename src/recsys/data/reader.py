@@ -30,6 +30,7 @@ from recsys.data.schema import (
     coerced_id_suspects,
     decode_line,
     detect_schema,
+    id_suspects,
     mangled_id_suspects,
 )
 from recsys.errors import RecsysError
@@ -280,11 +281,12 @@ def _read_mapped(path: Path, schema: InputSchema) -> tuple[pl.DataFrame, Counter
 
     try:
         raw = scan(strict_ids=False)
-        if coerced_id_suspects(raw, id_keys):
+        suspects = id_suspects(raw, id_keys)
+        if suspects and coerced_id_suspects(raw, id_keys):
             raw = scan(strict_ids=True)
     except (Exception, pl.exceptions.PanicException):
         return None
-    if mangled_id_suspects(raw, id_keys):
+    if suspects and mangled_id_suspects(raw, id_keys):
         return None
     first_item = raw.get_column(item_keys[0])
     if len(schema.item_keys) > 1 and (first_item.null_count() or (first_item == "").any()):

@@ -86,25 +86,28 @@ INT64_MAX = 2**63 - 1
 COERCED_ID_PATTERN = r"^(?:[-0-9\[{]|true$|false$)"
 
 
-def coerced_id_suspects(raw: pl.DataFrame, keys: tuple[str, ...]) -> bool:
-    """Whether any id read as String might have been a non-string JSON value."""
+def _any_match(raw: pl.DataFrame, keys: tuple[str, ...], pattern: str) -> bool:
     return bool(
         raw.select(
-            pl.any_horizontal(pl.col(k).str.contains(COERCED_ID_PATTERN).any() for k in keys)
+            pl.any_horizontal(pl.col(k).cast(pl.String).str.contains(pattern).any() for k in keys)
         ).item()
     )
+
+
+def id_suspects(raw: pl.DataFrame, keys: tuple[str, ...]) -> bool:
+    """One regex pass for both checks below (almost always False on real data)."""
+    return _any_match(raw, keys, COERCED_ID_PATTERN + "|\x00")
+
+
+def coerced_id_suspects(raw: pl.DataFrame, keys: tuple[str, ...]) -> bool:
+    """Whether any id read as String might have been a non-string JSON value."""
+    return _any_match(raw, keys, COERCED_ID_PATTERN)
 
 
 def mangled_id_suspects(raw: pl.DataFrame, keys: tuple[str, ...]) -> bool:
     """Whether any id holds NUL: polars turns an unpaired surrogate escape into one, so such
     rows must be decided by `classify_line` (a genuine NUL passes it unchanged)."""
-    return bool(
-        raw.select(
-            pl.any_horizontal(
-                pl.col(k).cast(pl.String).str.contains("\x00", literal=True).any() for k in keys
-            )
-        ).item()
-    )
+    return _any_match(raw, keys, "\x00")
 
 
 def detect_schema(obj: Any) -> InputSchema | None:
