@@ -189,16 +189,32 @@ def leave_last_out_split(df: pl.DataFrame) -> Split:
     )
 
 
+def _codes(df: pl.DataFrame, column: str) -> np.ndarray:
+    return df.get_column(column).to_physical().to_numpy()
+
+
+def _members(codes: np.ndarray, size: int) -> np.ndarray:
+    """Boolean lookup table over categorical codes: True for the codes present."""
+    table = np.zeros(size, dtype=bool)
+    table[codes] = True
+    return table
+
+
 def drop_cold(split: Split) -> Split:
-    """Remove val/test rows whose user or item never occurs in train (nothing to score them by)."""
-    users = split.train.get_column("user").to_physical().unique()
-    items = split.train.get_column("item").to_physical().unique()
+    """Remove val/test rows whose user or item never occurs in train (nothing to score them by).
+
+    Membership through boolean lookup tables over the categorical codes (no hashing).
+    """
+    frames = (split.train, split.val, split.test)
+    size = 1 + max(
+        (int(_codes(df, col).max()) for df in frames if df.height for col in ("user", "item")),
+        default=0,
+    )
+    users = _members(_codes(split.train, "user"), size)
+    items = _members(_codes(split.train, "item"), size)
 
     def warm(df: pl.DataFrame) -> pl.DataFrame:
-        return df.filter(
-            pl.col("user").to_physical().is_in(users.implode())
-            & pl.col("item").to_physical().is_in(items.implode())
-        )
+        return df.filter(pl.Series(users[_codes(df, "user")] & items[_codes(df, "item")]))
 
     val, test = warm(split.val), warm(split.test)
     return Split(
