@@ -30,7 +30,6 @@ from recsys.data.schema import (
     coerced_id_suspects,
     decode_line,
     detect_schema,
-    id_suspects,
     mangled_id_suspects,
 )
 from recsys.errors import RecsysError
@@ -281,17 +280,16 @@ def _read_mapped(path: Path, schema: InputSchema) -> tuple[pl.DataFrame, Counter
 
     try:
         raw = scan(strict_ids=False)
-        suspects = id_suspects(raw, id_keys)
-        if suspects and coerced_id_suspects(raw, id_keys):
+        raw = raw.with_columns(pl.col(k).cast(pl.Categorical()) for k in id_keys)
+        if coerced_id_suspects(raw, id_keys):
             raw = scan(strict_ids=True)
     except (Exception, pl.exceptions.PanicException):
         return None
-    if suspects and mangled_id_suspects(raw, id_keys):
+    if mangled_id_suspects(raw, id_keys):
         return None
     first_item = raw.get_column(item_keys[0])
     if len(schema.item_keys) > 1 and (first_item.null_count() or (first_item == "").any()):
         return None
-    raw = raw.with_columns(pl.col(k).cast(pl.Categorical()) for k in id_keys)
     frame, counts = _validate_strict(raw, schema, item_keys)
     return frame, counts, raw.height
 
