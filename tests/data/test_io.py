@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+
 import pytest
 
-from recsys.data.io import atomic_dir, atomic_file, sha256_file
+from recsys.data.fingerprint import FileFingerprint
+from recsys.data.io import atomic_dir, atomic_file
 from recsys.errors import RecsysError
 
 
@@ -52,4 +56,18 @@ def test_atomic_file(tmp_path):
         fh.write("two")
         raise ValueError
     assert target.read_text() == "one"
-    assert sha256_file(target) == "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_fingerprint_hashes_and_counts_lines(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("one\n\ntwo")
+    fingerprint = FileFingerprint(target)
+    assert fingerprint.sha256 == hashlib.sha256(b"one\n\ntwo").hexdigest()
+    assert fingerprint.lines == 3

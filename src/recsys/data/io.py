@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import mmap
 import os
 import shutil
 import tempfile
@@ -17,15 +15,6 @@ from recsys.errors import RecsysError
 
 # A directory holding this file was written by recsys and may be replaced wholesale.
 OWNERSHIP_MARKER = "metadata.json"
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, via mmap so the hash runs without the GIL and without copies."""
-    with open(path, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size == 0:
-            return hashlib.sha256(b"").hexdigest()
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            return hashlib.sha256(mm).hexdigest()
 
 
 def _umask() -> int:
