@@ -179,3 +179,26 @@ def test_carriage_return_only_file_is_one_bad_line(tmp_path):
     path.write_bytes(b"\r".join(json.dumps(review("u", f"i{n}", n)).encode() for n in range(100)))
     with pytest.raises(RecsysError, match="no line among the first 1 "):
         reader.read_interactions(path)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a\nb",
+        b"a\rb\n",
+        b"a\r\nb\r\n",
+        b"\n",
+        b"x\n\r\n",
+        b'"a\nb"\n',
+        b"a\x1fb\nc\n",
+        b"\xff\xfe\n\x00\x00\n",
+        b"#c\n",
+        b"\n\n\n",
+        b"  \n\t\n",
+        b"a" * 5_000_000 + b"\nb\n",
+    ],
+)
+def test_file_line_count_matches_the_byte_definition(tmp_path, data):
+    path = tmp_path / "lines.jsonl"
+    path.write_bytes(data)
+    assert reader.count_file_lines(path) == reader.count_lines(data)
