@@ -62,6 +62,10 @@ class KCoreResult:
     rounds: int
     removed: int
 
+    @property
+    def before(self) -> int:
+        return self.frame.height + self.removed
+
 
 def _rows_of(nodes: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """All row ids of the given nodes, from a CSR layout (rows `order`ed by node)."""

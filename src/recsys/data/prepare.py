@@ -135,7 +135,7 @@ def prepare_dataset(
         f"{cold:,} cold val/test rows dropped",
     )
 
-    # Resolved last: on the fast path the line count comes from the background hash.
+    # Resolved last, off the critical path: the line count and the background hash.
     invalid = sum(parsed.invalid.values())
     reasons = ", ".join(f"{k} {v:,}" for k, v in parsed.invalid.most_common())
     log.done(
@@ -144,7 +144,41 @@ def prepare_dataset(
         + (f" ({reasons})" if reasons else "")
         + f", sha256 {parsed.sha256[:12]}",
     )
-    metadata: dict[str, Any] = {
+    metadata = build_metadata(source, parsed, core, split, indexed, options)
+
+    try:
+        with atomic_dir(target) as staging:
+            tables = {name: getattr(indexed, name) for name in (*SPLIT_NAMES, "users", "items")}
+            # polars releases the GIL while encoding: the five files are written side by side.
+            with ThreadPoolExecutor(max_workers=len(tables)) as pool:
+                writes = [
+                    pool.submit(df.write_parquet, staging / f"{name}.parquet", compression="zstd")
+                    for name, df in tables.items()
+                ]
+                for write in writes:
+                    write.result()
+            # Written last: its presence marks a complete directory that recsys may replace.
+            write_json(staging / "metadata.json", metadata)
+    except OSError as err:
+        raise RecsysError(
+            f"cannot write the output: {err}", path=target, stage="writing the output"
+        ) from err
+    log.done("write", f"{target}")
+    console.print(summary_table(metadata, log))
+    return metadata
+
+
+def build_metadata(
+    source: Path,
+    parsed: ParsedInput,
+    core: pipeline.KCoreResult,
+    split: pipeline.Split,
+    indexed: pipeline.Indexed,
+    options: PrepareOptions,
+) -> dict[str, Any]:
+    """metadata.json: the counts SPEC section 4 names, plus provenance and per-split ranges."""
+    cold = split.cold_val + split.cold_test
+    return {
         "schema_version": SCHEMA_VERSION,
         "recsys_version": recsys.__version__,
         "input_sha256": parsed.sha256,
@@ -171,34 +205,13 @@ def prepare_dataset(
         "kcore_rounds": core.rounds,
         "dropped": {
             "invalid": {reason.value: parsed.invalid.get(reason.value, 0) for reason in Reason},
-            "duplicate": duplicates,
+            "duplicate": parsed.n_valid - core.before,
             "kcore": core.removed,
             "cold": cold,
             "cold_val": split.cold_val,
             "cold_test": split.cold_test,
         },
     }
-
-    try:
-        with atomic_dir(target) as staging:
-            tables = {name: getattr(indexed, name) for name in (*SPLIT_NAMES, "users", "items")}
-            # polars releases the GIL while encoding: the five files are written side by side.
-            with ThreadPoolExecutor(max_workers=len(tables)) as pool:
-                writes = [
-                    pool.submit(df.write_parquet, staging / f"{name}.parquet", compression="zstd")
-                    for name, df in tables.items()
-                ]
-                for write in writes:
-                    write.result()
-            # Written last: its presence marks a complete directory that recsys may replace.
-            write_json(staging / "metadata.json", metadata)
-    except OSError as err:
-        raise RecsysError(
-            f"cannot write the output: {err}", path=target, stage="writing the output"
-        ) from err
-    log.done("write", f"{target}")
-    console.print(summary_table(metadata, log))
-    return metadata
 
 
 def summary_table(metadata: dict[str, Any], log: StageLog) -> Table:
