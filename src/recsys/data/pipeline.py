@@ -8,6 +8,7 @@ and only `assign_indices` goes back to the id strings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -81,8 +82,12 @@ class _Side:
     def __init__(self, codes: np.ndarray):
         self.codes = codes
         self.degree = np.bincount(codes)
-        self.order = np.argsort(codes)  # any order within a node will do
         self.starts = np.concatenate(([0], np.cumsum(self.degree)))
+
+    @cached_property
+    def order(self) -> np.ndarray:
+        """Rows grouped by node; sorted only once peeling needs it (never on a k-core)."""
+        return np.argsort(self.codes)  # any order within a node will do
 
     def low(self, k: int) -> np.ndarray:
         """Mask of nodes still present with fewer than k interactions."""
@@ -141,8 +146,7 @@ def temporal_split(df: pl.DataFrame, val_fraction: float, test_fraction: float) 
     Boundaries are the timestamps at the target quantiles, so equal timestamps always land on
     the same side and no val/test interaction precedes any train interaction.
     """
-    ts = df.get_column("timestamp").sort().to_numpy()
-    n = len(ts)
+    n = df.height
     n_test = max(1, round(n * test_fraction))
     n_val = max(1, round(n * val_fraction))
     if n_test + n_val >= n:
@@ -151,6 +155,8 @@ def temporal_split(df: pl.DataFrame, val_fraction: float, test_fraction: float) 
             "validation/test split; lower data.min_interactions or use more data",
             stage="temporal split",
         )
+    # Three order statistics, not a full sort: np.partition is linear.
+    ts = np.partition(df.get_column("timestamp").to_numpy(), [0, n - n_test - n_val, n - n_test])
     test_start = int(ts[n - n_test])
     val_start = int(ts[n - n_test - n_val])
     if val_start == ts[0] or val_start == test_start:
