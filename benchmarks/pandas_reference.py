@@ -40,8 +40,8 @@ def main(src: str, out: str, k: int = 5, val_fraction: float = 0.1, test_fractio
     test = df[df["timestamp"] >= test_start]
     val = val[val["user"].isin(train["user"]) & val["item"].isin(train["item"])]
     test = test[test["user"].isin(train["user"]) & test["item"].isin(train["item"])]
-    users = np.sort(train["user"].unique())
-    items = np.sort(train["item"].unique())
+    users = np.sort(df["user"].unique())  # every user and item of the k-core, as recsys
+    items = np.sort(df["item"].unique())
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, part in (("train", train), ("val", val), ("test", test)):

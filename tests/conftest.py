@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,8 @@ import pytest
 from recsys.data.options import SyntheticSpec
 from recsys.data.synthetic import write_reviews
 
-BIN = Path(os.environ.get("RECSYS_BIN", Path(__file__).resolve().parents[1] / ".venv" / "bin"))
+# The console scripts of the environment running the tests.
+BIN = Path(sys.executable).parent
 
 SMALL_SPEC = SyntheticSpec(n_users=1500, n_items=400, n_interactions=30_000, seed=7)
 
@@ -34,4 +35,6 @@ def small_reviews_gz(tmp_path_factory) -> Path:
 def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run in an empty directory so Hydra's logs/ and relative paths stay inside the test."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PROJECT_ROOT", raising=False)  # it would move logs/ elsewhere
+    monkeypatch.delenv("RECSYS_CONFIG_DIR", raising=False)
     return tmp_path

@@ -35,5 +35,7 @@ def test_generate_errors(in_tmp):
     wrong = generate(in_tmp, "out=x.csv")
     assert wrong.returncode == 2 and ".jsonl" in wrong.stderr
     typed = generate(in_tmp, "out=x.jsonl", "n_users=many")
-    assert typed.returncode != 0 and "n_users" in typed.stderr
+    assert typed.returncode == 1 and "n_users" in typed.stderr  # Hydra's own error
+    negative = generate(in_tmp, "out=x.jsonl", "seed=-1")
+    assert negative.returncode == 2 and "seed must be >= 0" in negative.stderr
     assert not (in_tmp / "x.jsonl").exists()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
@@ -38,6 +38,10 @@ JUNK = [
 
 interaction = st.tuples(
     st.integers(0, 9), st.integers(0, 9), st.integers(0, 40), st.sampled_from([1.0, 2.5, 5.0])
+)
+# Dense enough that the k-core keeps something and both val and test are usually non-empty.
+dense_interaction = st.tuples(
+    st.integers(0, 7), st.integers(0, 7), st.integers(0, 400), st.sampled_from([1.0, 2.5, 5.0])
 )
 
 
@@ -73,7 +77,7 @@ def run_both(tmp_path, lines, options):
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    rows=st.lists(interaction, min_size=1, max_size=120),
+    rows=st.lists(dense_interaction, min_size=20, max_size=200),
     junk=st.lists(st.integers(0, len(JUNK) - 1), max_size=8),
     k=st.integers(1, 4),
     split=st.sampled_from(list(SplitKind)),
@@ -84,6 +88,29 @@ def test_matches_reference_implementation(tmp_path_factory, rows, junk, k, split
     options = PrepareOptions(min_interactions=k, split=split, val_fraction=0.2, test_fraction=0.2)
     actual, expected = run_both(tmp_path, to_lines(rows, junk, seed), options)
     assert actual == expected
+    if expected is not None:
+        event(f"val and test non-empty: {bool(expected['val'] and expected['test'])}")
+        event(f"k-core removed rows: {expected['kcore'] > 0}")
+
+
+@pytest.mark.parametrize("split", list(SplitKind))
+def test_synthetic_reviews_with_junk_match_the_reference(tmp_path, small_reviews, split):
+    """The whole pipeline on 30k realistic reviews (plus junk) equals the naive reference."""
+    lines = small_reviews.read_bytes().splitlines()
+    options = PrepareOptions(min_interactions=5, split=split)
+    actual, expected = run_both(tmp_path, to_lines_raw(lines, seed=3), options)
+    assert expected["kcore"] > 0 and expected["duplicate"] > 0
+    assert expected["cold"] > 0 or split == SplitKind.leave_last_out
+    assert len(expected["test"]) > 1000
+    assert actual == expected
+
+
+def to_lines_raw(lines, seed):
+    rng = np.random.default_rng(seed)
+    out = list(lines)
+    for j in rng.integers(0, len(JUNK), 40):
+        out.insert(int(rng.integers(0, len(out) + 1)), JUNK[j])
+    return out
 
 
 def frame(rows):

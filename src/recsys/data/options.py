@@ -66,8 +66,14 @@ class SyntheticSpec:
         for name in ("duplicate_rate", "catalog_at_start", "recent_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise RecsysError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.affinity_temperature <= 0:
-            raise RecsysError("affinity_temperature must be > 0")
+        if self.seed < 0:
+            raise RecsysError(f"seed must be >= 0, got {self.seed}")
+        for name in ("affinity_temperature", "activity_exponent"):
+            if getattr(self, name) <= 0:
+                raise RecsysError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("popularity_exponent", "recent_days"):
+            if getattr(self, name) < 0:
+                raise RecsysError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.start_ms >= self.end_ms - 90 * DAY_MS:
             raise RecsysError("end_date must be at least 90 days after start_date")
 

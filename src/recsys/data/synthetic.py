@@ -69,6 +69,23 @@ def _random_ids(rng: np.random.Generator, n: int, prefix: str, length: int) -> n
     return rng.permutation(ids)[:n]
 
 
+def _capped_counts(
+    rng: np.random.Generator, total: int, activity: np.ndarray, cap: int
+) -> np.ndarray:
+    """Reviews per user, power-law but at most `cap` each (a user cannot review more distinct
+    items than exist); what a capped user loses goes to the others, so the total holds."""
+    counts = np.zeros(len(activity), dtype=np.int64)
+    for _ in range(50):
+        room = counts < cap
+        missing = total - int(counts.sum())
+        if missing == 0 or not room.any():
+            break
+        weight = np.where(room, activity, 0.0)
+        counts += rng.multinomial(missing, weight / weight.sum())
+        counts = np.minimum(counts, cap)
+    return counts
+
+
 def build_world(spec: SyntheticSpec) -> World:
     rng = np.random.default_rng([spec.seed, 0])
     start, end = spec.start_ms, spec.end_ms
@@ -89,7 +106,7 @@ def build_world(spec: SyntheticSpec) -> World:
 
     activity = rng.pareto(spec.activity_exponent, spec.n_users) + 1.0
     n_base = spec.n_interactions - round(spec.n_interactions * spec.duplicate_rate)
-    counts = rng.multinomial(n_base, activity / activity.sum())
+    counts = _capped_counts(rng, n_base, activity, cap=max(1, spec.n_items // 5))
     join = rng.integers(start, end - 60 * DAY_MS, spec.n_users)
     item_ids = _random_ids(rng, spec.n_items * 3, "B0", 8)
     return World(
