@@ -66,7 +66,7 @@ def test_power_law_popularity_and_activity(reviews):
     # The top 10% of items and of users carry far more than 10% of reviews.
     assert items[: len(items) // 10].sum() / items.sum() > 0.25
     assert users[: len(users) // 10].sum() / users.sum() > 0.3
-    assert users.max() > 20 * np.median(users)
+    assert users.max() > 5 * np.median(users)  # heavy tail, capped at n_items / 5 per user
 
 
 def test_a_few_percent_repeats_and_realistic_lengths(reviews):
