@@ -85,7 +85,7 @@ def prepare_dataset(
     console = console or Console(stderr=True)
     source, target = Path(input).expanduser(), Path(processed_dir).expanduser()
     options.validate()
-    check_input_file(source)
+    check_input_file(source)  # before the progress display stats it
     if source.resolve().is_relative_to(target.resolve()):
         raise RecsysError(
             "the input file lies inside data.processed_dir, which is replaced on "

@@ -8,7 +8,9 @@ and those few lines go through the exact Python rules in `schema.classify_line`.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import itertools
 import os
 import zlib
 from collections import Counter
@@ -56,32 +58,34 @@ INTERACTION_SCHEMA = {
 class ParsedInput:
     """Valid interactions in file order, plus what was skipped and why.
 
-    On the fast path the line count (hence the blank lines, which the NDJSON reader skips)
-    is taken on first use, off the critical path.
+    Every line is either valid or counted, except on the fast path, where the NDJSON reader
+    skips blank lines unseen: there `count_file_lines` gives the total (taken on first use,
+    off the critical path) and the difference is the blank lines.
     """
 
     interactions: pl.DataFrame
     schema: InputSchema
     fingerprint: FileFingerprint
     parsed_invalid: Counter[str]
-    rows_seen: int  # lines that were not blank (valid + counted invalid)
-    known_lines: int | None = None  # set when the block path counted lines itself
+    count_file_lines: Callable[[], int] | None = None
 
     @property
     def n_valid(self) -> int:
         return self.interactions.height
 
-    path: Path | None = None
+    @property
+    def _n_seen(self) -> int:
+        return self.n_valid + sum(self.parsed_invalid.values())
 
     @cached_property
     def n_lines(self) -> int:
-        return self.known_lines if self.known_lines is not None else count_file_lines(self.path)
+        return self._n_seen if self.count_file_lines is None else self.count_file_lines()
 
     @cached_property
     def invalid(self) -> Counter[str]:
         counts = Counter(self.parsed_invalid)
-        if self.known_lines is None and self.n_lines > self.rows_seen:
-            counts[Reason.BLANK.value] += self.n_lines - self.rows_seen
+        if self.n_lines > self._n_seen:
+            counts[Reason.BLANK.value] += self.n_lines - self._n_seen
         return counts
 
     @property
@@ -158,25 +162,21 @@ def count_lines(data: bytes) -> int:
 
 
 def detect_input_schema(path: Path, gz: bool) -> InputSchema:
-    """The schema of the first lines that decode to an object with a known user key."""
-    votes: Counter[str] = Counter()
-    by_name = {}
+    """The majority schema among the first lines that decode to an object with a user key."""
+    votes: Counter[InputSchema] = Counter()
     seen = 0
-    for block in _line_blocks(path, gz):
-        for line in split_lines(block):
+    lines = (line for block in _line_blocks(path, gz) for line in split_lines(block))
+    with contextlib.closing(lines):
+        for line in itertools.islice(lines, SCHEMA_PROBE_LINES):
             seen += 1
             try:
-                obj = decode_line(line)
+                schema = detect_schema(decode_line(line))
             except (ValueError, RecursionError):
                 continue
-            schema = detect_schema(obj)
             if schema is not None:
-                votes[schema.name] += 1
-                by_name[schema.name] = schema
-            if sum(votes.values()) >= 100 or seen >= SCHEMA_PROBE_LINES:
-                break
-        if sum(votes.values()) >= 100 or seen >= SCHEMA_PROBE_LINES:
-            break
+                votes[schema] += 1
+                if votes.total() >= 100:
+                    break
     if not votes:
         raise RecsysError(
             f"no line among the first {seen:,} is a review: expected JSON objects with a "
@@ -184,7 +184,7 @@ def detect_input_schema(path: Path, gz: bool) -> InputSchema:
             path=path,
             stage=STAGE,
         )
-    return by_name[votes.most_common(1)[0][0]]
+    return votes.most_common(1)[0][0]
 
 
 def _validate_strict(
@@ -269,14 +269,13 @@ def _parse_block(block: bytes, schema: InputSchema) -> tuple[pl.DataFrame, Count
     return pl.concat([left, right]), left_counts + right_counts
 
 
-def _read_mapped(path: Path, schema: InputSchema) -> tuple[pl.DataFrame, Counter[str], int] | None:
+def _read_mapped(path: Path, schema: InputSchema) -> tuple[pl.DataFrame, Counter[str]] | None:
     """Whole-file scan from the page cache; None when the exact block path is needed.
 
     Fastest first: ids as String (no interning while parsing) and only the preferred item
     key (parent_asin). If an id might be a stringified non-string, re-scan with the strict
     Categorical schema; if parent_asin is ever unusable, let the block path use the fallback
-    item keys too. Returns the valid rows, invalid counts, and the number of non-blank lines
-    (the NDJSON reader skips blank ones; `ParsedInput` counts them from the fingerprint).
+    item keys too. Returns the valid rows and the invalid counts (blank lines excepted).
     """
     item_keys = schema.item_keys[:1]
     id_keys = (schema.user_key, *item_keys)
@@ -301,17 +300,15 @@ def _read_mapped(path: Path, schema: InputSchema) -> tuple[pl.DataFrame, Counter
     first_item = raw.get_column(item_keys[0])
     if len(schema.item_keys) > 1 and (first_item.null_count() or (first_item == "").any()):
         return None
-    frame, counts = _validate_strict(raw, schema, item_keys)
-    return frame, counts, raw.height
+    return _validate_strict(raw, schema, item_keys)
 
 
 def _read_streamed(
     path: Path, schema: InputSchema, gz: bool, on_bytes: Callable[[int], None] | None
-) -> tuple[pl.DataFrame, Counter[str], int]:
+) -> tuple[pl.DataFrame, Counter[str]]:
     """Blocks parsed two at a time (2 cores), with a bounded window to cap memory."""
     frames: list[pl.DataFrame] = []
     counts: Counter[str] = Counter()
-    n_lines = 0
     window: list[Future] = []
 
     def collect(future: Future) -> None:
@@ -321,7 +318,6 @@ def _read_streamed(
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="recsys-parse") as pool:
         for block in _line_blocks(path, gz):
-            n_lines += count_lines(block)
             window.append(pool.submit(_parse_block, block, schema))
             if on_bytes:
                 on_bytes(len(block))
@@ -330,7 +326,7 @@ def _read_streamed(
         for future in window:
             collect(future)
     frame = pl.concat(frames) if frames else _rows_to_frame([])
-    return frame, counts, n_lines
+    return frame, counts
 
 
 def read_interactions(
@@ -349,11 +345,11 @@ def read_interactions(
     if not gz and path.stat().st_size <= MMAP_MAX_BYTES:
         mapped = _read_mapped(path, schema)
     if mapped is not None:
-        frame, counts, rows_seen = mapped
-        parsed = ParsedInput(frame, schema, fingerprint, counts, rows_seen, path=path)
+        frame, counts = mapped
+        parsed = ParsedInput(frame, schema, fingerprint, counts, lambda: count_file_lines(path))
     else:
-        frame, counts, n_lines = _read_streamed(path, schema, gz, on_bytes)
-        parsed = ParsedInput(frame, schema, fingerprint, counts, n_lines, known_lines=n_lines)
+        frame, counts = _read_streamed(path, schema, gz, on_bytes)
+        parsed = ParsedInput(frame, schema, fingerprint, counts)
 
     if frame.height == 0:
         detail = ", ".join(f"{k}: {v:,}" for k, v in parsed.invalid.most_common()) or "no lines"
