@@ -6,7 +6,8 @@ Registered in Hydra's ConfigStore on import; YAML files in `conf/` extend them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,50 @@ CONFIG_DIR = Path(
 
 @dataclass
 class DataConfig:
-    """Where the data lives and how raw reviews become the processed directory."""
+    """Where the data lives, how raw reviews become the processed directory (recsys-preprocess)
+    and how training batches are drawn from it (recsys-train's LightningDataModule)."""
 
+    _target_: str = "recsys.data.datamodule.RecsysDataModule"
     input: str | None = None
     processed_dir: str = MISSING
     min_interactions: int = 5
     split: SplitKind = SplitKind.temporal
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    batch_size: int = 1024
+    num_negatives: int = 1
+    eval_batch_size: int = 1024
+    val_max_users: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class ModuleConfig:
+    """The LightningModule around a net (the `model` group): loss weights, optimizer, cutoffs."""
+
+    _target_: str = "recsys.training.module.RecommenderModule"
+    net: Any = MISSING
+    optimizer: Any = None
+    scheduler: Any = None
+    l2_reg: float = 0.0
+    ks: list[int] = field(default_factory=lambda: [10, 20])
+
+
+class Protocol(StrEnum):
+    full = "full"
+    sampled = "sampled"
+
+
+@dataclass
+class EvalOptions:
+    """recsys-eval's `eval.*` settings (SPEC section 5)."""
+
+    output_dir: str = MISSING
+    k: list[int] = field(default_factory=lambda: [10, 20])
+    protocol: Protocol = Protocol.full
+    batch_size: int = 1024
+    n_negatives: int = 99
+    seed: int = 0
 
 
 @dataclass
@@ -46,6 +83,8 @@ class GenerateConfig(SyntheticSpec):
 def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(group="data", name="base_data", node=DataConfig)
+    store.store(group="model", name="base_module", node=ModuleConfig)
+    store.store(group="eval", name="base_eval", node=EvalOptions)
     store.store(name="base_generate", node=GenerateConfig)
 
 

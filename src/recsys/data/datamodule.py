@@ -1,0 +1,128 @@
+"""LightningDataModule over a processed directory: BPR batches for training, user batches
+with seen/relevant masks for validation (train seen) and test (train + val seen)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from recsys.data.evalsets import EvalBatches, EvalSet
+from recsys.data.processed import ProcessedData, load_processed
+from recsys.data.sampling import BPRTriplets, NegativeSampler
+from recsys.errors import RecsysError
+
+
+def _loader(dataset: Any) -> DataLoader:
+    # Datasets yield whole batches as tensor slices: no per-sample __getitem__, no collation,
+    # no worker processes (sampling an epoch takes milliseconds; workers would only copy).
+    return DataLoader(dataset, batch_size=None, num_workers=0)
+
+
+class RecsysDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        processed_dir: str,
+        batch_size: int = 1024,
+        num_negatives: int = 1,
+        eval_batch_size: int = 1024,
+        val_max_users: int | None = None,
+        seed: int = 0,
+        **preprocess_options: Any,  # the data group's recsys-preprocess settings; unused here
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1 or num_negatives < 1:
+            raise RecsysError(
+                "data.batch_size, data.eval_batch_size and data.num_negatives must be >= 1"
+            )
+        if val_max_users is not None and val_max_users < 1:
+            raise RecsysError("data.val_max_users must be null (all users) or >= 1")
+        self.processed_dir = str(processed_dir)
+        self.batch_size = batch_size
+        self.num_negatives = num_negatives
+        self.eval_batch_size = eval_batch_size
+        self.val_max_users = val_max_users
+        self.seed = seed
+        self.data: ProcessedData | None = None
+        self.sampler: NegativeSampler | None = None
+        self.val_set: EvalSet | None = None
+        self.test_set: EvalSet | None = None
+
+    # Loaded eagerly by the entry point (it needs n_users/n_items to build the net), so
+    # `setup` is idempotent and cheap on every rank.
+    def load(self) -> ProcessedData:
+        if self.data is None:
+            self.data = load_processed(self.processed_dir)
+        return self.data
+
+    @property
+    def n_users(self) -> int:
+        return self.load().n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.load().n_items
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.load().metadata
+
+    def setup(self, stage: str | None = None) -> None:
+        data = self.load()
+        tr, va, te = data.train, data.val, data.test
+        if stage in (None, "fit") and self.sampler is None:
+            try:
+                self.sampler = NegativeSampler(tr.users, tr.items, data.n_items)
+            except ValueError as err:
+                raise RecsysError(str(err), path=data.path / "train.parquet") from err
+        if stage in (None, "fit", "validate") and self.val_set is None:
+            self.val_set = EvalSet.build(
+                [(tr.users, tr.items)], (va.users, va.items), data.n_users,
+                max_users=self.val_max_users, seed=self.seed,
+            )  # fmt: skip
+        if stage in (None, "test") and self.test_set is None:
+            self.test_set = EvalSet.build(
+                [(tr.users, tr.items), (va.users, va.items)], (te.users, te.items), data.n_users
+            )
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.sampler is not None
+        rank, world = self._rank_world()
+        train = self.load().train
+        return _loader(
+            BPRTriplets(
+                train.users,
+                train.items,
+                self.sampler,
+                self.batch_size,
+                self.num_negatives,
+                seed=self.seed,
+                rank=rank,
+                world_size=world,
+                epoch=self._current_epoch,
+            )  # fmt: skip
+        )
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _eval_loader(self, evalset: EvalSet | None, split: str) -> DataLoader:
+        if evalset is None or evalset.users.numel() == 0:
+            raise RecsysError(
+                f"the {split} split has no users to evaluate (all its rows were cold or it is "
+                "empty); preprocess with a larger fraction for it",
+                path=self.processed_dir,
+            )
+        rank, world = self._rank_world()
+        return _loader(EvalBatches(evalset, self.eval_batch_size, rank, world))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_set, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set, "test")

@@ -1,0 +1,1 @@
+"""Offline evaluation: masked full-catalogue top-k, ranking metrics, the sampled protocol."""

@@ -1,0 +1,62 @@
+"""Masked top-k over the full catalogue, in item chunks.
+
+The one implementation behind validation, `recsys-eval` and serving: scores users against
+item chunks, masks each user's seen items, and merges a running top-k, so memory is bounded
+by users x chunk, never users x catalogue.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recsys.models.base import Recommender
+
+# Score entries materialised per chunk (float32: 64 MiB).
+SCORE_BUDGET = 16 * 1024 * 1024
+
+
+def csr_rows(
+    indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row in batch, column) pairs of the CSR rows `users`, vectorized."""
+    starts = indptr[users]
+    lengths = indptr[users + 1] - starts
+    rows = torch.repeat_interleave(torch.arange(users.numel(), device=users.device), lengths)
+    first = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)
+    cols = indices[first + torch.arange(rows.numel(), device=users.device)]
+    return rows, cols
+
+
+@torch.no_grad()
+def masked_topk(
+    net: Recommender,
+    users: torch.Tensor,
+    seen_rows: torch.Tensor,
+    seen_items: torch.Tensor,
+    k: int,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k (scores, items) per user among items not seen; seen slots come back as -inf.
+
+    A user with fewer than k unseen items gets -inf entries at the end: callers drop them.
+    """
+    n_items = net.n_items
+    k = min(k, n_items)
+    if chunk is None:
+        chunk = max(k, SCORE_BUDGET // max(1, users.numel()))
+    best_scores = best_items = None
+    for start in range(0, n_items, chunk):
+        stop = min(n_items, start + chunk)
+        scores = net.score_items(users, start, stop).float().clone()  # clone: may be a view
+        in_chunk = (seen_items >= start) & (seen_items < stop)
+        scores[seen_rows[in_chunk], seen_items[in_chunk] - start] = -torch.inf
+        top_scores, top_idx = torch.topk(scores, min(k, stop - start), dim=1)
+        top_items = top_idx + start
+        if best_scores is not None:
+            top_scores = torch.cat([best_scores, top_scores], dim=1)
+            top_items = torch.cat([best_items, top_items], dim=1)
+            top_scores, pick = torch.topk(top_scores, k, dim=1)
+            top_items = torch.gather(top_items, 1, pick)
+        best_scores, best_items = top_scores, top_items
+    assert best_scores is not None and best_items is not None
+    return best_scores, best_items

@@ -1,0 +1,102 @@
+"""`recsys-eval`'s job: a checkpoint and a processed directory in, metrics.json and
+topk.parquet out (SPEC section 5). Nothing is written unless everything succeeded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys.data.evalsets import EvalSet
+from recsys.data.io import atomic_file, write_json
+from recsys.data.processed import load_processed
+from recsys.data.sampling import NegativeSampler
+from recsys.errors import RecsysError
+from recsys.evaluation.protocols import RankedBatch, evaluate_full, evaluate_sampled
+from recsys.models.checkpoint import CheckpointError, load_net
+
+TOPK_SCHEMA = {"user_idx": pl.Int32, "rank": pl.Int16, "item_idx": pl.Int32, "score": pl.Float32}
+
+
+def topk_frame(ranked: Sequence[RankedBatch]) -> pl.DataFrame:
+    """One block of rows per user, ranks 1..K; masked (seen) slots are left out."""
+    parts = []
+    for batch in ranked:
+        valid = batch.valid.numpy()
+        k = valid.shape[1]
+        users = np.broadcast_to(batch.users.numpy()[:, None], valid.shape)
+        ranks = np.broadcast_to(np.arange(1, k + 1)[None, :], valid.shape)
+        parts.append(
+            pl.DataFrame(
+                {
+                    "user_idx": users[valid].astype(np.int32),
+                    "rank": ranks[valid].astype(np.int16),
+                    "item_idx": batch.items.numpy()[valid].astype(np.int32),
+                    "score": batch.scores.numpy()[valid].astype(np.float32),
+                }
+            )
+        )
+    return pl.concat(parts) if parts else pl.DataFrame(schema=TOPK_SCHEMA)
+
+
+def check_ks(ks: Sequence[int]) -> list[int]:
+    if not ks or any(not isinstance(k, int) or k < 1 or k > 1000 for k in ks):
+        raise RecsysError(f"eval.k must be a non-empty list of integers in 1..1000, got {list(ks)}")
+    return sorted(set(ks))
+
+
+def evaluate_checkpoint(
+    ckpt_path: str,
+    processed_dir: str,
+    output_dir: str,
+    ks: Sequence[int] = (10, 20),
+    protocol: str = "full",
+    batch_size: int = 1024,
+    n_negatives: int = 99,
+    seed: int = 0,
+) -> dict[str, float | int]:
+    ks = check_ks(ks)
+    try:
+        net, meta = load_net(ckpt_path)
+    except CheckpointError as err:
+        raise RecsysError(str(err), path=ckpt_path) from err
+    data = load_processed(processed_dir)
+    if (net.n_users, net.n_items) != (data.n_users, data.n_items):
+        raise RecsysError(
+            f"checkpoint was trained on {net.n_users} users x {net.n_items} items "
+            f"(data '{meta['data'].get('processed_dir')}'); '{processed_dir}' has "
+            f"{data.n_users} x {data.n_items}. Evaluate on the data it was trained on.",
+            path=ckpt_path,
+        )
+    tr, va, te = data.train, data.val, data.test
+    test_set = EvalSet.build(
+        [(tr.users, tr.items), (va.users, va.items)], (te.users, te.items), data.n_users
+    )
+    if test_set.users.numel() == 0:
+        raise RecsysError(
+            "the test split has no users to evaluate", path=data.path / "test.parquet"
+        )
+    with torch.inference_mode():
+        values, ranked = evaluate_full(net, test_set, ks, batch_size)
+        metrics: dict[str, float | int] = {
+            f"test/{name}": value for name, value in values.items() if name != "n_users"
+        }
+        metrics["n_users"] = values["n_users"]
+        if protocol == "sampled":
+            known = NegativeSampler(
+                torch.cat([tr.users, va.users, te.users]),
+                torch.cat([tr.items, va.items, te.items]),
+                data.n_items,
+            )
+            metrics.update(
+                evaluate_sampled(net, te.users, te.items, known, ks, n_negatives, seed, batch_size)
+            )
+    frame = topk_frame(ranked)
+    out = Path(output_dir)
+    with atomic_file(out / "topk.parquet") as fh:
+        frame.write_parquet(fh)
+    write_json(out / "metrics.json", dict(sorted(metrics.items())))
+    return metrics

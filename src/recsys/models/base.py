@@ -1,0 +1,68 @@
+"""What every recommender network provides: pairwise scores and full-catalogue scores.
+
+Nets are plain `nn.Module`s (no Lightning, no MLflow), rebuilt anywhere from `spec()`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Recommender(nn.Module):
+    """Base class: subclasses implement `score` and `score_items`."""
+
+    n_users: int
+    n_items: int
+    trainable: bool = True
+
+    def __init__(self, n_users: int, n_items: int) -> None:
+        super().__init__()
+        if n_users < 1 or n_items < 1:
+            raise ValueError(f"need at least one user and one item, got {n_users} and {n_items}")
+        self.n_users = int(n_users)
+        self.n_items = int(n_items)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of (users[i], items[i]) pairs, shape [N]."""
+        raise NotImplementedError
+
+    def score_items(
+        self, users: torch.Tensor, start: int = 0, stop: int | None = None
+    ) -> torch.Tensor:
+        """Scores of every user in `users` against items start..stop-1, shape [B, stop-start]."""
+        raise NotImplementedError
+
+    def regularization(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+    ) -> torch.Tensor:
+        """Squared L2 norm of the embedding rows this batch touches (BPR's usual penalty)."""
+        return users.new_zeros((), dtype=torch.float32)
+
+    def item_embeddings(self) -> torch.Tensor:
+        """Item vectors for item-to-item similarity, shape [n_items, d]."""
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        """Constructor arguments with a Hydra `_target_`: enough to rebuild the net from weights."""
+        cls = type(self)
+        params = inspect.signature(cls.__init__).parameters
+        args = {name: getattr(self, name) for name in params if name != "self"}
+        return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **_plain(args)}
+
+
+def _plain(value: Any) -> Any:
+    """Lists/tuples/dicts of builtins only, so checkpoints load with `weights_only=True`."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def embedding_sq_norm(*rows: torch.Tensor) -> torch.Tensor:
+    """Sum of squared entries of the given embedding rows."""
+    return sum(r.pow(2).sum() for r in rows)  # type: ignore[return-value]

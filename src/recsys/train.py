@@ -1,0 +1,111 @@
+"""recsys-train: compose the config, instantiate data, model, callbacks, loggers and trainer,
+fit, test the best checkpoint, and return the optimized metric (for sweepers)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from recsys.config import CONFIG_DIR
+from recsys.errors import RecsysError, exit_on_user_error
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Every `_target_` entry of a callbacks/logger group (entries set to null are skipped)."""
+    from hydra.utils import instantiate
+
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+
+
+def build_module(cfg: DictConfig, datamodule: Any) -> Any:
+    """The net sized by the data, wrapped in the LightningModule."""
+    from hydra.utils import instantiate
+
+    with open_dict(cfg):
+        cfg.model.net.n_users = datamodule.n_users
+        cfg.model.net.n_items = datamodule.n_items
+    try:
+        net = instantiate(cfg.model.net)
+    except Exception as err:  # pretrained checkpoints or bad sizes: a user error with a cause
+        cause = err.__cause__ or err
+        raise RecsysError(f"cannot build model {cfg.model.net._target_}: {cause}") from err
+    if not net.trainable:
+        net.fit(datamodule.load().train.items)
+    return instantiate(cfg.model, net=net)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit and test; returns (metrics, objects) for the entry point and for tests."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from recsys.training.ddp import ddp_job, wait_for_children
+    from recsys.training.results import collect_metrics, write_metrics
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.load()
+    module = build_module(cfg, datamodule)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    overrides: dict[str, Any] = {}
+    if not module.net.trainable:
+        overrides["max_epochs"] = 1  # counting needs one pass; more epochs change nothing
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    with ddp_job():
+        if cfg.get("train", True):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        best = _best_checkpoint(trainer)
+        metrics = collect_metrics(trainer, module, datamodule, best, test=cfg.get("test", True))
+        if trainer.is_global_zero:
+            write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+            _track(cfg, loggers, trainer, datamodule, metrics, best)
+        wait_for_children(trainer)
+    return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "best": best}
+
+
+def _best_checkpoint(trainer: Any) -> str | None:
+    ckpt = getattr(trainer, "checkpoint_callback", None)
+    path = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+    return path if path and os.path.exists(path) else None
+
+
+def _track(cfg, loggers, trainer, datamodule, metrics, best) -> None:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    for lg in loggers:
+        if isinstance(lg, MLFlowLogger):
+            from recsys.tracking.mlflow import finish_run
+
+            finish_run(lg, cfg, trainer, datamodule, metrics, best)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@exit_on_user_error("recsys-train")
+def run(cfg: DictConfig) -> float | None:
+    metrics, objects = train(cfg)
+    value = metrics.get(cfg.optimized_metric)  # measured on the selected (best) checkpoint
+    if objects["trainer"].is_global_zero:
+        # The last line is the metric alone, for scripts and sweep logs (SPEC section 2).
+        print(f"{value:.6f}" if value is not None else "nan", flush=True)
+    return value
+
+
+def main() -> None:
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Lightning glue: the training module, callbacks and DDP launch helpers."""

@@ -1,0 +1,139 @@
+"""LightningModule: BPR loss and embedding L2 for training, full-ranking metrics for val/test.
+
+The math lives in the net (`recsys.models`) and in `recsys.evaluation`; this class only wires
+them into Lightning's loop, logging and checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MaxMetric
+
+from recsys import __version__
+from recsys.evaluation.metrics import RankingMetrics
+from recsys.evaluation.protocols import rank_batch
+from recsys.models.base import Recommender
+
+MONITOR_K = 10  # val/ndcg@10 selects checkpoints (SPEC section 2), so K=10 is always computed
+
+
+class RecommenderModule(L.LightningModule):
+    def __init__(
+        self,
+        net: Recommender,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        l2_reg: float = 0.0,
+        ks: Sequence[int] = (10, 20),
+    ) -> None:
+        super().__init__()
+        # Plain values only: checkpoints must load with torch.load(weights_only=True).
+        self.save_hyperparameters({"l2_reg": float(l2_reg), "ks": [int(k) for k in ks]})
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.l2_reg = float(l2_reg)
+        self.ks = sorted({int(k) for k in ks} | {MONITOR_K})
+        self.val_metrics = RankingMetrics(self.ks)
+        self.test_metrics = RankingMetrics(self.ks)
+        self.val_ndcg_best = MaxMetric()
+        self.val_ndcg_best.persistent(True)  # a resumed run remembers its best epoch
+        self._epoch_start = self._last_batch_end = 0.0
+        self._epoch_samples = 0
+        self.train_seconds = 0.0
+        self.train_samples = 0
+
+    # --- training -------------------------------------------------------------------------
+    def bpr_loss(self, users, pos, neg) -> tuple[torch.Tensor, torch.Tensor]:
+        """-log sigmoid(s_ui - s_uj), averaged, and the batch's embedding L2 per sample."""
+        diff = self.net.score(users, pos) - self.net.score(users, neg)
+        loss = F.softplus(-diff).mean()  # = -log(sigmoid(diff)), stable for large |diff|
+        reg = self.net.regularization(users, pos, neg) / users.numel()
+        return loss, reg
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        users, pos, neg = batch
+        self._epoch_samples += users.numel()
+        self._last_batch_end = time.perf_counter()
+        if not self.net.trainable:
+            return None
+        loss, reg = self.bpr_loss(users, pos, neg)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss + self.l2_reg * reg
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._last_batch_end = time.perf_counter()
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = self._last_batch_end = time.perf_counter()
+        self._epoch_samples = 0
+
+    def on_train_epoch_end(self) -> None:
+        # Up to the last optimizer step: validation runs inside the epoch, before this hook.
+        seconds = self._last_batch_end - self._epoch_start
+        self.train_seconds += seconds
+        self.train_samples += self._epoch_samples
+        # Per-rank rate summed over ranks: the job's throughput.
+        rate = self._epoch_samples / max(seconds, 1e-9)
+        self.log("train/samples_per_sec", rate, sync_dist=True, reduce_fx="sum")
+
+    def configure_optimizers(self) -> Any:
+        if not self.net.trainable or self.optimizer_factory is None:
+            return None
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/ndcg@10", "interval": "epoch"},
+        }
+
+    # --- evaluation -----------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        ranked = rank_batch(self.net, batch, max(self.ks))
+        self.val_metrics.update(ranked.hits, ranked.n_relevant)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        ranked = rank_batch(self.net, batch, max(self.ks))
+        self.test_metrics.update(ranked.hits, ranked.n_relevant)
+
+    def _log_ranking(self, prefix: str, metric: RankingMetrics) -> dict[str, torch.Tensor]:
+        values = metric.compute()  # synced over ranks: each rank summed disjoint users
+        metric.reset()
+        for name, value in values.items():
+            self.log(f"{prefix}/{name}", value.float(), sync_dist=False)
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_ranking("val", self.val_metrics)
+        if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            self.val_ndcg_best.update(values[f"ndcg@{MONITOR_K}"])
+            self.log(f"val/ndcg@{MONITOR_K}_best", self.val_ndcg_best.compute())
+
+    def on_test_epoch_end(self) -> None:
+        self._log_ranking("test", self.test_metrics)
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """What `recsys-eval` / `recsys-package` need to rebuild the net without this class."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        metadata = getattr(datamodule, "metadata", {}) if datamodule is not None else {}
+        run_id = next((lg.run_id for lg in self.trainer.loggers if hasattr(lg, "run_id")), None)
+        checkpoint["recsys"] = {
+            "version": __version__,
+            "net": self.net.spec(),
+            "data": {
+                "processed_dir": str(getattr(datamodule, "processed_dir", "")),
+                "n_users": self.net.n_users,
+                "n_items": self.net.n_items,
+                "input_sha256": metadata.get("input_sha256"),
+            },
+            "mlflow_run_id": run_id,
+        }

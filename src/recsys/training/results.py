@@ -1,0 +1,46 @@
+"""After fitting: re-measure the selected checkpoint on val and test, and write metrics.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from recsys.data.io import write_json
+
+COUNT_KEYS = ("n_users",)
+
+
+def _numbers(logged: dict[str, Any], prefix: str) -> dict[str, float | int]:
+    out: dict[str, float | int] = {}
+    for key, value in logged.items():
+        if not key.startswith(prefix + "/") or key.endswith("_best"):
+            continue
+        number = float(value)
+        out[key] = int(number) if key.rsplit("/", 1)[1] in COUNT_KEYS else number
+    return out
+
+
+def collect_metrics(
+    trainer: Any, module: Any, datamodule: Any, best: str | None, test: bool = True
+) -> dict[str, float | int]:
+    """val/* and test/* of the best checkpoint (current weights if none was saved, e.g. in
+    fast_dev_run), `n_users` (test users), and the training throughput."""
+    metrics: dict[str, float | int] = {}
+    val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    metrics.update(_numbers(val[0] if val else {}, "val"))
+    if test:
+        result = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        tested = _numbers(result[0] if result else {}, "test")
+        metrics.update(tested)
+        if "test/n_users" in tested:
+            metrics["n_users"] = tested.pop("test/n_users")
+            metrics.pop("test/n_users", None)
+    if module.train_seconds > 0:
+        # Every rank runs the same number of equal-sized batches: job rate = rank rate x ranks.
+        rate = module.train_samples / module.train_seconds * trainer.world_size
+        metrics["train/samples_per_sec"] = rate
+    return metrics
+
+
+def write_metrics(path: Path, metrics: dict[str, float | int]) -> None:
+    write_json(path, dict(sorted(metrics.items())))
