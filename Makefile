@@ -10,8 +10,13 @@ TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 DEMO_DIR ?= data/demo
 PYTEST_ARGS ?=
+# Training settings for `make train` / `make sweep` (any recsys-train override).
+DATA ?= $(DEMO_DIR)/processed
+TRAIN_ARGS ?=
+SWEEP_ARGS ?= model=mf,gmf,neumf
+export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
-.PHONY: help setup demo test bench lint clean distclean
+.PHONY: help setup demo test bench train sweep lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,14 +31,23 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-demo: setup  ## generate the synthetic dataset and preprocess it
+demo: setup  ## synthetic data -> preprocess -> train NeuMF (MLflow) -> evaluate on test
 	$(BIN)/recsys-generate out=$(DEMO_DIR)/reviews.jsonl.gz
 	$(BIN)/recsys-preprocess data.input=$(DEMO_DIR)/reviews.jsonl.gz data.processed_dir=$(DEMO_DIR)/processed
-	@echo
-	@echo "Processed data: $(DEMO_DIR)/processed (train/val/test/users/items .parquet, metadata.json)"
+	$(BIN)/recsys-train data.processed_dir=$(DEMO_DIR)/processed hydra.run.dir=$(DEMO_DIR)/train \
+	  callbacks.rich_progress_bar=null
+	$(BIN)/recsys-eval ckpt_path=$(DEMO_DIR)/train/checkpoints/best.ckpt \
+	  data.processed_dir=$(DEMO_DIR)/processed eval.output_dir=$(DEMO_DIR)/eval
+	@$(BIN)/python -m recsys.demo_summary --run-dir $(DEMO_DIR)/train --eval-dir $(DEMO_DIR)/eval
 
 test: setup  ## run the whole test suite (slow tests included)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+train: setup  ## train on DATA (default: the demo data) with TRAIN_ARGS overrides
+	$(BIN)/recsys-train data.processed_dir=$(DATA) $(TRAIN_ARGS)
+
+sweep: setup  ## Hydra multirun over SWEEP_ARGS (default: model=mf,gmf,neumf) on DATA
+	$(BIN)/recsys-train -m data.processed_dir=$(DATA) $(SWEEP_ARGS) $(TRAIN_ARGS)
 
 bench: setup  ## preprocessing benchmark vs pandas and a bare polars read -> benchmarks/results/
 	$(BIN)/python benchmarks/preprocess.py
@@ -46,5 +60,5 @@ clean:  ## remove generated data, logs and caches (keeps .venv)
 	rm -rf $(DEMO_DIR) logs outputs multirun benchmarks/.work .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
-distclean: clean  ## also remove .venv
-	rm -rf $(VENV)
+distclean: clean  ## also remove .venv and the local MLflow store (mlflow.db, mlruns/)
+	rm -rf $(VENV) mlflow.db mlruns

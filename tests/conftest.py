@@ -38,3 +38,16 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("PROJECT_ROOT", raising=False)  # it would move logs/ elsewhere
     monkeypatch.delenv("RECSYS_CONFIG_DIR", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def small_processed(small_reviews, tmp_path_factory) -> Path:
+    """The small reviews preprocessed with the defaults (once per session; treat as read-only)."""
+    from rich.console import Console
+
+    from recsys.data.options import PrepareOptions
+    from recsys.data.prepare import prepare_dataset
+
+    out = tmp_path_factory.mktemp("processed") / "small"
+    prepare_dataset(small_reviews, out, PrepareOptions(), console=Console(quiet=True))
+    return out

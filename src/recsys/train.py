@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,23 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [instantiate(node) for node in group.values() if node and "_target_" in node]
+
+
+def instantiate_loggers(group: DictConfig | None, ckpt_path: str | None) -> list[Any]:
+    """Loggers; a resumed MLflow logger continues the killed run instead of starting anew."""
+    from hydra.utils import instantiate
+
+    loggers = []
+    for node in (group or {}).values():
+        if not node or "_target_" not in node:
+            continue
+        if ckpt_path and node._target_.endswith("MLFlowLogger") and not node.get("run_id"):
+            from recsys.tracking.mlflow import resume_run_id
+
+            loggers.append(instantiate(node, run_id=resume_run_id(ckpt_path)))
+        else:
+            loggers.append(instantiate(node))
+    return loggers
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> Any:
@@ -56,7 +74,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule.load()
     module = build_module(cfg, datamodule)
     callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"), cfg.get("ckpt_path"))
     overrides: dict[str, Any] = {}
     if not module.net.trainable:
         overrides["max_epochs"] = 1  # counting needs one pass; more epochs change nothing
@@ -64,7 +82,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    with ddp_job():
+    with ddp_job(cfg.paths.output_dir):
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         best = _best_checkpoint(trainer)
@@ -103,7 +121,20 @@ def run(cfg: DictConfig) -> float | None:
     return value
 
 
+def resume_in_place(argv: list[str]) -> list[str]:
+    """`ckpt_path=RUN/checkpoints/x.ckpt` without `hydra.run.dir`: continue in RUN, so the
+    restored checkpoint callback keeps its best-so-far (it forgets it in a new directory)."""
+    ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")), None)
+    if not ckpt or any(a.startswith(("hydra.run.dir=", "-m", "--multirun")) for a in argv):
+        return argv
+    path = Path(ckpt).resolve()
+    if path.parent.name == "checkpoints" and path.is_file():
+        return [*argv, f"hydra.run.dir='{path.parent.parent}'"]
+    return argv
+
+
 def main() -> None:
+    sys.argv = [sys.argv[0], *resume_in_place(sys.argv[1:])]
     run()
 
 

@@ -23,7 +23,7 @@ class NegativeSampler:
     def __init__(self, users: torch.Tensor, items: torch.Tensor, n_items: int) -> None:
         self.n_items = int(n_items)
         self.keys = torch.unique(users.long() * self.n_items + items.long())  # sorted
-        degree = torch.bincount(users.long())
+        degree = torch.bincount(self.keys // self.n_items)  # distinct items: rows may repeat
         if degree.numel() and int(degree.max()) >= self.n_items:
             user = int(torch.argmax(degree))
             raise ValueError(
@@ -98,7 +98,7 @@ class BPRTriplets(IterableDataset):
     def _shard(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(self.users.numel(), generator=g)
-        per_rank = self.users.numel() // self.world_size
+        per_rank = -(-self.users.numel() // self.world_size)
         shard = order[self.rank * per_rank : (self.rank + 1) * per_rank]
         return shard.repeat_interleave(self.num_negatives)
 

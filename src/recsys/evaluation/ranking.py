@@ -55,7 +55,7 @@ def masked_topk(
         if best_scores is not None:
             top_scores = torch.cat([best_scores, top_scores], dim=1)
             top_items = torch.cat([best_items, top_items], dim=1)
-            top_scores, pick = torch.topk(top_scores, k, dim=1)
+            top_scores, pick = torch.topk(top_scores, min(k, top_scores.shape[1]), dim=1)
             top_items = torch.gather(top_items, 1, pick)
         best_scores, best_items = top_scores, top_items
     assert best_scores is not None and best_items is not None

@@ -59,6 +59,8 @@ def evaluate_checkpoint(
     seed: int = 0,
 ) -> dict[str, float | int]:
     ks = check_ks(ks)
+    if protocol not in ("full", "sampled"):
+        raise RecsysError(f"eval.protocol must be 'full' or 'sampled', got '{protocol}'")
     try:
         net, meta = load_net(ckpt_path)
     except CheckpointError as err:

@@ -43,7 +43,10 @@ def build_net(spec: dict[str, Any]) -> Recommender:
     if not target.startswith(ALLOWED_PREFIX):
         raise CheckpointError(f"checkpoint names net class '{target}', not a recsys model")
     module_name, _, cls_name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name, None)
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name, None)
+    except ImportError:
+        cls = None
     if not (isinstance(cls, type) and issubclass(cls, Recommender)):
         raise CheckpointError(f"checkpoint names '{target}', which is not a recsys Recommender")
     # Pretrained inits are already folded into the saved weights: do not reload them.

@@ -160,7 +160,8 @@ class MLP(Recommender):
 
 
 class NeuMF(Recommender):
-    """GMF and MLP towers with separate embeddings, fused by one linear head.
+    """GMF and MLP towers with separate embeddings, fused by one linear head, plus an item
+    bias (`item_bias`, not in the paper: see README "Model defaults").
 
     `pretrained_gmf` / `pretrained_mlp` name trained GMF / MLP checkpoints to start from, as in
     the NCF paper; the head then starts as alpha * h_gmf and (1 - alpha) * h_mlp.
@@ -178,8 +179,10 @@ class NeuMF(Recommender):
         pretrained_gmf: str | None = None,
         pretrained_mlp: str | None = None,
         alpha: float = 0.5,
+        item_bias: bool = True,
     ) -> None:
         super().__init__(n_users, n_items)
+        self.item_bias = item_bias
         self.gmf_dim = gmf_dim
         self.mlp_dim = mlp_dim
         self.layers = list(layers)
@@ -194,6 +197,11 @@ class NeuMF(Recommender):
         nn.init.normal_(self.gmf_item.weight, std=init_std)
         self.mlp = _MLPPart(n_users, n_items, mlp_dim, self.layers, dropout, init_std)
         self.head = nn.Linear(gmf_dim + self.layers[-1], 1, bias=False)
+        # Item popularity as its own term: BPR with uniform negatives learns it first, and
+        # without a bias it must be squeezed into every embedding.
+        self.bias = nn.Embedding(n_items, 1) if item_bias else None
+        if self.bias is not None:
+            nn.init.zeros_(self.bias.weight)
         with torch.no_grad():  # GMF half as plain MF, MLP half small: the dot product leads early
             self.head.weight[0, :gmf_dim] = 1.0
             nn.init.xavier_uniform_(self.head.weight[:, gmf_dim:])
@@ -206,13 +214,16 @@ class NeuMF(Recommender):
 
     def score(self, users, items):
         gmf = self.gmf_user(users) * self.gmf_item(items)
-        return self.head(torch.cat([gmf, self.mlp.pairs(users, items)], dim=-1)).squeeze(-1)
+        s = self.head(torch.cat([gmf, self.mlp.pairs(users, items)], dim=-1)).squeeze(-1)
+        return s if self.bias is None else s + self.bias(items).squeeze(-1)
 
     def score_items(self, users, start=0, stop=None):
         stop = self.n_items if stop is None else stop
         h_gmf, h_mlp = self._heads()
-        gmf = (self.gmf_user(users) * h_gmf) @ self.gmf_item.weight[start:stop].T
-        return gmf + self.mlp.grid(users, start, stop, h_mlp)
+        s = (self.gmf_user(users) * h_gmf) @ self.gmf_item.weight[start:stop].T
+        if self.bias is not None:
+            s = s + self.bias.weight[start:stop, 0]
+        return s + self.mlp.grid(users, start, stop, h_mlp)
 
     def regularization(self, users, pos, neg):
         m = self.mlp
@@ -232,11 +243,13 @@ class NeuMF(Recommender):
         with torch.no_grad():
             if self.pretrained_gmf:
                 gmf = _expect(load_net(self.pretrained_gmf)[0], GMF, self)
+                _expect_sizes(gmf, {"embedding_dim": self.gmf_dim})
                 self.gmf_user.weight.copy_(gmf.user_emb.weight)
                 self.gmf_item.weight.copy_(gmf.item_emb.weight)
                 h_gmf = gmf.head.weight[0]
             if self.pretrained_mlp:
                 mlp = _expect(load_net(self.pretrained_mlp)[0], MLP, self)
+                _expect_sizes(mlp, {"embedding_dim": self.mlp_dim, "layers": self.layers})
                 self.mlp.load_state_dict(mlp.mlp.state_dict())
                 h_mlp = mlp.head.weight[0]
             if h_gmf is not None and h_mlp is not None:
@@ -256,3 +269,9 @@ def _expect(net: Any, cls: type, target: NeuMF) -> Any:
             f"this data has {target.n_users} x {target.n_items}"
         )
     return net
+
+
+def _expect_sizes(net: Recommender, want: dict[str, Any]) -> None:
+    got = {name: getattr(net, name) for name in want}
+    if got != want:
+        raise ValueError(f"pretrained {type(net).__name__} has {got}; this NeuMF needs {want}")

@@ -28,8 +28,8 @@ def launched_externally() -> bool:
 
 
 @contextlib.contextmanager
-def ddp_job() -> Iterator[None]:
-    """Within a Hydra job: children re-run just this job's overrides into this job's dir."""
+def ddp_job(output_dir: str) -> Iterator[None]:
+    """Within a Hydra job: children re-run just this job's overrides into `output_dir`."""
     if launched_externally() or not HydraConfig.initialized():
         yield
         return
@@ -39,7 +39,7 @@ def ddp_job() -> Iterator[None]:
     saved_run_dir = hydra_cfg.run.dir
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
     with read_write(hydra_cfg), open_dict(hydra_cfg):
-        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+        hydra_cfg.run.dir = str(output_dir)
     try:
         yield
     finally:

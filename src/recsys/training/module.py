@@ -108,7 +108,9 @@ class RecommenderModule(L.LightningModule):
         values = metric.compute()  # synced over ranks: each rank summed disjoint users
         metric.reset()
         for name, value in values.items():
-            self.log(f"{prefix}/{name}", value.float(), sync_dist=False)
+            # Already equal on every rank; sync_dist only averages equal values (and keeps
+            # Lightning from warning about unsynced epoch metrics).
+            self.log(f"{prefix}/{name}", value.float(), sync_dist=True)
         return values
 
     def on_validation_epoch_end(self) -> None:

@@ -1,0 +1,281 @@
+"""The end of a recsys-train MLflow run: tags, final metrics, artifacts, plots and the
+registered model `recsys`.
+
+Lightning's MLFlowLogger has already logged the params and the per-epoch metrics; this module
+completes that same run from rank 0 and marks it FINISHED.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import polars as pl
+import torch
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from omegaconf import DictConfig, OmegaConf
+
+from recsys.data.evalsets import EvalSet, build_csr
+from recsys.data.processed import ProcessedData
+from recsys.errors import RecsysError
+from recsys.evaluation.protocols import evaluate_full
+from recsys.models.base import Recommender
+from recsys.models.checkpoint import CheckpointError, load_net, read_checkpoint
+from recsys.training.module import MONITOR_K
+
+log = logging.getLogger(__name__)
+
+REGISTERED_MODEL = "recsys"
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+# Only fit-time validation logs this series: its steps tell epochs from the re-validation of
+# the best checkpoint that follows fit.
+FIT_VALIDATION_KEY = f"val/ndcg@{MONITOR_K}_best"
+CURVES = ("train/loss_epoch", f"val/ndcg@{MONITOR_K}", f"val/recall@{MONITOR_K}")
+PLOT_KS = range(1, 51)
+TOP_K = 10
+# Test users behind the K-curves and popularity plots: a fixed sample keeps finish_run to
+# seconds on any dataset (the exact test metrics are in metrics.json).
+PLOT_MAX_USERS = 2000
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "user_id")]),
+    outputs=Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec("long", "rank"),
+            ColSpec("string", "item_id"),
+            ColSpec("float", "score"),
+        ]
+    ),
+    params=ParamSchema([ParamSpec("k", "long", 10)]),  # pyfunc_model.DEFAULT_K
+)
+# What pyfunc_model.py imports, pinned to this environment. Listed rather than inferred:
+# inference loads the model in a subprocess, which costs seconds per run.
+MODEL_REQUIREMENTS = ("recsys", "mlflow", "torch", "numpy", "pandas", "polars")
+
+
+def metric_key(name: str) -> str:
+    """The name Lightning's MLFlowLogger gives a metric (MLflow forbids `@`, so it is dropped):
+    final values land in the same series as the per-epoch ones."""
+    return re.sub(r"[^a-zA-Z0-9_/. -]+", "", name)
+
+
+def resume_run_id(ckpt_path: str | Path) -> str | None:
+    """The MLflow run a checkpoint was trained in, so a resumed fit continues that run."""
+    try:
+        ckpt = read_checkpoint(ckpt_path)
+    except CheckpointError as err:
+        raise RecsysError(str(err), path=ckpt_path) from err
+    return ckpt["recsys"].get("mlflow_run_id")
+
+
+def finish_run(
+    logger: Any,
+    cfg: DictConfig,
+    trainer: Any,
+    datamodule: Any,
+    metrics: dict[str, float | int],
+    best: str | None,
+) -> None:
+    """Add tags, final metrics, artifacts, plots and the registered model to the logger's run.
+
+    Without a best checkpoint (e.g. fast_dev_run) whatever exists is logged and nothing is
+    registered.
+    """
+    mlflow.set_tracking_uri(logger._tracking_uri)
+    mlflow.set_registry_uri(logger._tracking_uri)
+    client, run_id = logger.experiment, logger.run_id
+    data = datamodule.load()
+    if best:
+        net, meta = load_net(best)
+    else:  # the weights in memory, moved off any accelerator without touching the trainer's
+        net, meta = copy.deepcopy(trainer.lightning_module.net).cpu().eval(), None
+    with mlflow.start_run(run_id=run_id):
+        tags = {
+            "input_sha256": data.metadata.get("input_sha256"),
+            "processed_dir": str(data.path.resolve()),
+            "model": type(net).__name__,
+            "best_checkpoint": str(Path(best).resolve()) if best else None,
+        }
+        mlflow.set_tags({key: value for key, value in tags.items() if value is not None})
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        mlflow.log_artifact(str(data.path / "metadata.json"))
+        mlflow.log_dict(dict(sorted(metrics.items())), "metrics.json")
+        curves = training_curves(client, run_id)
+        if curves is not None:
+            mlflow.log_figure(curves, "plots/training_curves.png")
+        final = dict(metrics)
+        if any(key.startswith("test/") for key in metrics):  # respect runs with test=false
+            final.update(log_test_plots(net, data))
+        log_final_metrics(client, run_id, final, trainer.global_step)
+        if meta is None:
+            log.warning("no best checkpoint (e.g. fast_dev_run): model not registered")
+        else:
+            version = register_model(net, meta, data, run_id)
+            log.info("registered model %s version %s", REGISTERED_MODEL, version)
+
+
+def log_final_metrics(
+    client: MlflowClient, run_id: str, metrics: dict[str, float | int], step: int
+) -> None:
+    """Make metrics.json's values the run's latest ones; values Lightning already logged are
+    not repeated, as that would add a point to their per-epoch history."""
+    latest = client.get_run(run_id).data.metrics
+    final = {metric_key(name): float(value) for name, value in metrics.items()}
+    mlflow.log_metrics({k: v for k, v in final.items() if latest.get(k) != v}, step=step)
+
+
+def training_curves(client: MlflowClient, run_id: str) -> Figure | None:
+    """Train loss and val metrics per epoch, from the run's history (None before any epoch)."""
+
+    def history(name: str) -> list[Any]:
+        return client.get_metric_history(run_id, metric_key(name))
+
+    fit_steps = {m.step for m in history(FIT_VALIDATION_KEY)}
+    if not fit_steps:
+        return None
+    epoch_of = {m.step: int(m.value) + 1 for m in history("epoch")}
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    loss_ax, val_ax = fig.subplots(1, 2)
+    for name in CURVES:
+        ax = loss_ax if name.startswith("train/") else val_ax
+        points = sorted(
+            (epoch_of[m.step], m.value)
+            for m in history(name)
+            if m.step in epoch_of and (ax is loss_ax or m.step in fit_steps)
+        )
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+    for ax, title in ((loss_ax, "training loss (BPR)"), (val_ax, "validation")):
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.lines:
+            ax.legend()
+    return fig
+
+
+def log_test_plots(net: Recommender, data: ProcessedData) -> dict[str, float]:
+    """Recall/NDCG against K and recommended-item popularity on a test-user sample; returns
+    the sample's catalogue coverage and popularity bias at TOP_K."""
+    tr, va, te = data.train, data.val, data.test
+    test_set = EvalSet.build(
+        [(tr.users, tr.items), (va.users, va.items)],
+        (te.users, te.items),
+        data.n_users,
+        max_users=PLOT_MAX_USERS,
+    )
+    with torch.inference_mode():
+        values, ranked = evaluate_full(net, test_set, PLOT_KS)
+    top = torch.cat([b.items[:, :TOP_K][b.valid[:, :TOP_K]] for b in ranked])
+    popularity = torch.bincount(tr.items, minlength=data.n_items)
+    mlflow.log_figure(ranking_at_k(values), "plots/test_ranking_at_k.png")
+    scalars = popularity_bias(top, popularity)
+    mlflow.log_figure(popularity_figure(popularity, tr.items, top, scalars), "plots/popularity.png")
+    return scalars
+
+
+def ranking_at_k(values: dict[str, float]) -> Figure:
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for name in ("recall", "ndcg"):
+        ax.plot(PLOT_KS, [values[f"{name}@{k}"] for k in PLOT_KS], label=f"{name.upper()}@K")
+    ax.set(title=f"test, {values['n_users']:,} users", xlabel="K", ylim=(0, None))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def popularity_bias(top: torch.Tensor, popularity: torch.Tensor) -> dict[str, float]:
+    """Share of the catalogue recommended, and the mean popularity percentile of what is
+    recommended (50 = unbiased, near 100 = only blockbusters)."""
+    n_items = popularity.numel()
+    rank = torch.searchsorted(torch.sort(popularity).values, popularity[top])
+    return {
+        f"test/coverage@{TOP_K}": top.unique().numel() / n_items,
+        f"test/avg_popularity_percentile@{TOP_K}": float(100.0 * rank.double().mean() / n_items),
+    }
+
+
+def popularity_figure(
+    popularity: torch.Tensor,
+    train_items: torch.Tensor,
+    top: torch.Tensor,
+    scalars: dict[str, float],
+) -> Figure:
+    """How popular (in train) recommended items are, against interactions and the catalogue."""
+    series = {
+        "train interactions": popularity[train_items],
+        "catalogue items": popularity,
+        f"recommended (test top-{TOP_K})": popularity[top],
+    }
+    bins = np.geomspace(1, int(popularity.max()) + 2, 30)  # counts + 1: zero on a log axis
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    for label, counts in series.items():
+        hist, _ = np.histogram(counts.numpy() + 1, bins)
+        ax.stairs(hist / max(1, hist.sum()), bins, label=label)
+    coverage = scalars[f"test/coverage@{TOP_K}"]
+    percentile = scalars[f"test/avg_popularity_percentile@{TOP_K}"]
+    ax.set(
+        xscale="log",
+        xlabel="train interactions of the item + 1",
+        ylabel="share",
+        title=f"coverage@{TOP_K} {coverage:.1%}, mean popularity percentile {percentile:.0f}",
+    )
+    ax.legend()
+    return fig
+
+
+def known_interactions(data: ProcessedData) -> dict[str, torch.Tensor]:
+    """Each user's items over all splits (CSR, excluded from recommendations) and the train
+    popularity (the cold-start fallback)."""
+    splits = (data.train, data.val, data.test)
+    users = torch.cat([s.users for s in splits])
+    items = torch.cat([s.items for s in splits])
+    indptr, indices = build_csr(users, items, data.n_users)
+    popularity = torch.bincount(data.train.items, minlength=data.n_items)
+    return {"indptr": indptr, "indices": indices, "popularity": popularity}
+
+
+def register_model(net: Recommender, meta: dict[str, Any], data: ProcessedData, run_id: str) -> str:
+    """Log the pyfunc of pyfunc_model.py into the active run and register it as a new
+    version of `recsys`, tagged with its run and data; returns the version."""
+    sha = str(data.metadata.get("input_sha256"))
+    example = pl.read_parquet(data.path / "users.parquet", n_rows=1)["user_id"].to_list()
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, interactions = Path(tmp) / "weights.pt", Path(tmp) / "interactions.pt"
+        torch.save({"recsys": meta, "state_dict": net.state_dict()}, weights)
+        torch.save(known_interactions(data), interactions)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts={
+                "weights": str(weights),
+                "interactions": str(interactions),
+                "users": str(data.path / "users.parquet"),
+                "items": str(data.path / "items.parquet"),
+            },
+            signature=SIGNATURE,
+            input_example=pd.DataFrame({"user_id": example}),
+            registered_model_name=REGISTERED_MODEL,
+            tags={"run_id": run_id, "input_sha256": sha},
+            pip_requirements=[f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS],
+        )
+    version = str(info.registered_model_version)
+    MlflowClient().update_model_version(
+        REGISTERED_MODEL,
+        version,
+        description=f"recsys-train run {run_id} ({type(net).__name__}), input sha256 {sha}",
+    )
+    return version

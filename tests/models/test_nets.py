@@ -1,0 +1,412 @@
+"""The nets: full-catalogue scores against pairwise scores, specs, checkpoints, pretrained NeuMF."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys.models import GMF, MF, MLP, NeuMF, Popularity, Recommender, ncf
+from recsys.models.checkpoint import CheckpointError, build_net, load_net
+
+N_USERS, N_ITEMS = 7, 23
+
+FACTORIES = {
+    "mf": lambda: MF(N_USERS, N_ITEMS, embedding_dim=5, init_std=0.5),
+    "mf_nobias": lambda: MF(N_USERS, N_ITEMS, embedding_dim=4, item_bias=False, init_std=0.5),
+    "gmf": lambda: GMF(N_USERS, N_ITEMS, embedding_dim=6, init_std=0.5),
+    "mlp": lambda: MLP(N_USERS, N_ITEMS, embedding_dim=4, layers=(8, 6, 3), init_std=0.5),
+    "mlp_one_layer": lambda: MLP(N_USERS, N_ITEMS, embedding_dim=3, layers=[5], init_std=0.5),
+    "mlp_dropout": lambda: MLP(N_USERS, N_ITEMS, 4, layers=(8, 4), dropout=0.5, init_std=0.5),
+    "neumf": lambda: NeuMF(N_USERS, N_ITEMS, 5, 4, layers=(8, 6, 3), dropout=0.3, init_std=0.5),
+    "pop": lambda: _fitted_popularity(),
+}
+NEURAL = ["mlp", "mlp_one_layer", "mlp_dropout", "neumf"]
+
+
+def _fitted_popularity() -> Popularity:
+    net = Popularity(N_USERS, N_ITEMS)
+    net.fit(torch.randint(N_ITEMS, (200,), generator=torch.Generator().manual_seed(3)))
+    return net
+
+
+def make(name: str, dtype: torch.dtype = torch.float64) -> Recommender:
+    """A net in eval mode with random (not freshly-initialised) weights, so every path matters."""
+    torch.manual_seed(sum(map(ord, name)))
+    net = FACTORIES[name]()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # biases and heads start at 0/1: move them
+    return net.to(dtype).eval()
+
+
+def pairwise(net: Recommender, users: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """score_items computed the slow way: one `score` call per (user, item) pair."""
+    items = torch.arange(start, stop)
+    u = users.repeat_interleave(items.numel())
+    i = items.repeat(users.numel())
+    return net.score(u, i).view(users.numel(), items.numel())
+
+
+ALL_USERS = torch.arange(N_USERS)
+ODD_USERS = torch.tensor([3, 0, 3, 6])  # unsorted, repeated
+
+
+@pytest.fixture(params=[None, 1, 7, 40, 1000], ids=lambda v: f"block={v}")
+def small_blocks(request, monkeypatch):
+    """Force the blocked / chunked paths through several blocks (None: the shipped sizes)."""
+    if request.param is not None:
+        monkeypatch.setattr(ncf, "BLOCK_ACTIVATIONS", request.param)
+        monkeypatch.setattr(ncf, "PAIR_BUDGET", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+@pytest.mark.parametrize("users", [ALL_USERS, ODD_USERS], ids=["all", "odd"])
+def test_score_items_matches_pairwise_no_grad(name, users, small_blocks):
+    net = make(name)
+    with torch.no_grad():
+        want = pairwise(net, users, 0, N_ITEMS)
+        got = net.score_items(users)
+        assert got.shape == (users.numel(), N_ITEMS)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        for start, stop in [(0, 1), (5, 6), (3, 17), (10, N_ITEMS), (4, 4)]:
+            sub = net.score_items(users, start, stop)
+            assert sub.shape == (users.numel(), stop - start)
+            torch.testing.assert_close(sub, want[:, start:stop], rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(NEURAL),
+    block=st.integers(1, 200),
+    users=st.lists(st.integers(0, N_USERS - 1), min_size=1, max_size=9),
+    bounds=st.tuples(st.integers(0, N_ITEMS), st.integers(0, N_ITEMS)).map(sorted),
+)
+def test_blocked_inference_any_block_size(name, block, users, bounds):
+    net = make(name)
+    start, stop = bounds
+    users = torch.tensor(users)
+    old = ncf.BLOCK_ACTIVATIONS
+    ncf.BLOCK_ACTIVATIONS = block
+    try:
+        with torch.no_grad():
+            got = net.score_items(users, start, stop)
+            want = pairwise(net, users, start, stop)
+    finally:
+        ncf.BLOCK_ACTIVATIONS = old
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [n for n in FACTORIES if n != "pop"])
+def test_score_items_autograd_matches_pairwise_values_and_gradients(name, small_blocks):
+    net = make(name)
+    users = ODD_USERS
+    weights = torch.randn(users.numel(), 15, dtype=torch.float64)  # a non-trivial upstream grad
+
+    got = net.score_items(users, 4, 19)
+    assert got.requires_grad
+    (got * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad()
+    want = pairwise(net, users, 4, 19)
+    (want * weights).sum().backward()
+
+    torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-12, atol=1e-12)
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-10, atol=1e-12, msg=n)
+    touched = [n for n, g in grads.items() if g.abs().sum() > 0]
+    assert {n for n, _ in net.named_parameters() if "emb" in n} <= set(touched)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_float32_score_items_close_to_pairwise(name):
+    net = make(name, torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            net.score_items(ALL_USERS), pairwise(net, ALL_USERS, 0, N_ITEMS), rtol=1e-5, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_spec_round_trips_through_build_net(name):
+    net = make(name, torch.float32)
+    spec = net.spec()
+    assert spec["_target_"].startswith("recsys.models.")
+    assert _only_builtins(spec)
+    rebuilt = build_net(spec)
+    assert type(rebuilt) is type(net)
+    assert rebuilt.spec() == spec
+    rebuilt.load_state_dict(net.state_dict())  # strict: same names and shapes
+    rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.score_items(ALL_USERS), net.score_items(ALL_USERS))
+
+
+def _only_builtins(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _only_builtins(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_only_builtins(v) for v in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _sq(weight: torch.Tensor, rows: torch.Tensor) -> float:
+    return sum(float((weight[int(r)] ** 2).sum()) for r in rows)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_regularization_is_squared_norm_of_touched_rows(name):
+    net = make(name)
+    users, pos, neg = (
+        torch.tensor([0, 2, 2, 6]),
+        torch.tensor([1, 1, 5, 22]),
+        torch.tensor([3, 0, 9, 9]),
+    )
+    tables: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if isinstance(net, MF | GMF):
+        tables = [(net.user_emb.weight, users), (net.item_emb.weight, torch.cat([pos, neg]))]
+    elif isinstance(net, MLP):
+        m = net.mlp
+        tables = [(m.user_emb.weight, users), (m.item_emb.weight, torch.cat([pos, neg]))]
+    elif isinstance(net, NeuMF):
+        m = net.mlp
+        tables = [
+            (net.gmf_user.weight, users),
+            (net.gmf_item.weight, torch.cat([pos, neg])),
+            (m.user_emb.weight, users),
+            (m.item_emb.weight, torch.cat([pos, neg])),
+        ]
+    want = sum(_sq(w.detach(), rows) for w, rows in tables)
+    got = net.regularization(users, pos, neg)
+    assert got.shape == ()
+    assert float(got.detach()) == pytest.approx(want, rel=1e-12, abs=0)
+    if tables:  # it is a penalty to train with: gradients reach the touched rows only
+        got.backward()
+        weight = tables[0][0]
+        assert set(torch.nonzero(weight.grad.abs().sum(1)).flatten().tolist()) == {0, 2, 6}
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def save_ckpt(net: Recommender, path: Path) -> Path:
+    torch.save({"recsys": {"net": net.spec(), "data": {}}, "state_dict": net.state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_load_net_restores_weights_in_eval_mode(name, tmp_path):
+    net = make(name, torch.float32)
+    loaded, meta = load_net(save_ckpt(net, tmp_path / "n.ckpt"))
+    assert type(loaded) is type(net) and not loaded.training
+    assert meta["net"] == net.spec()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.score_items(ALL_USERS), net.score_items(ALL_USERS))
+
+
+def test_load_net_accepts_lightning_style_state_dict(tmp_path):
+    net = make("gmf", torch.float32)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state["val_metrics.n_users"] = torch.tensor(3)  # other module state next to the net
+    path = tmp_path / "l.ckpt"
+    torch.save({"recsys": {"net": net.spec(), "data": {}}, "state_dict": state}, path)
+    loaded, _ = load_net(path)
+    torch.testing.assert_close(loaded.user_emb.weight, net.user_emb.weight)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "os.system",
+        "builtins.dict",
+        "recsys.data.io.atomic_file",
+        "torch.nn.Linear",
+        "recsys.models.checkpoint.CheckpointError",
+        "recsys.models.ncf.torch",
+        "recsys.models.no_such_module.Net",
+        "recsys.models.ncf.NoSuchNet",
+        "",
+    ],
+)
+def test_load_net_refuses_foreign_targets(target, tmp_path):
+    net = make("mf", torch.float32)
+    spec = {**net.spec(), "_target_": target}
+    path = tmp_path / "evil.ckpt"
+    torch.save({"recsys": {"net": spec, "data": {}}, "state_dict": net.state_dict()}, path)
+    with pytest.raises(CheckpointError, match="not a recsys"):
+        load_net(path)
+
+
+class Payload:
+    """A custom object: unpickling it would run code (here: create a marker file)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_load_net_refuses_pickled_objects(tmp_path):
+    net = make("mf", torch.float32)
+    marker = tmp_path / "pwned"
+    path = tmp_path / "pickle.ckpt"
+    ckpt = {"recsys": {"net": net.spec(), "data": {"x": Payload(marker)}}}
+    torch.save({**ckpt, "state_dict": net.state_dict()}, path)
+    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+        load_net(path)
+    assert not marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello, not a checkpoint\n", b"PK\x03\x04garbage", pickle.dumps({"recsys": 1})],
+    ids=["empty", "text", "bad-zip", "plain-pickle"],
+)
+def test_load_net_refuses_non_checkpoint_files(content, tmp_path):
+    path = tmp_path / "x.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError):
+        load_net(path)
+
+
+@pytest.mark.parametrize(
+    "payload", [torch.zeros(3), {"state_dict": {}}, {"recsys": {}}, [1, 2]], ids=str
+)
+def test_load_net_refuses_torch_files_that_are_not_recsys_checkpoints(payload, tmp_path):
+    path = tmp_path / "t.ckpt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="not a recsys checkpoint"):
+        load_net(path)
+
+
+def test_load_net_refuses_missing_file_and_directory(tmp_path):
+    for path in (tmp_path / "absent.ckpt", tmp_path):
+        with pytest.raises(CheckpointError, match="does not exist"):
+            load_net(path)
+
+
+# --- NeuMF from pretrained GMF and MLP ------------------------------------------------------
+
+
+@pytest.fixture
+def pretrained(tmp_path):
+    gmf, mlp = make("gmf", torch.float32), make("mlp", torch.float32)
+    return gmf, mlp, save_ckpt(gmf, tmp_path / "gmf.ckpt"), save_ckpt(mlp, tmp_path / "mlp.ckpt")
+
+
+def neumf_like(gmf: GMF, mlp: MLP, **kwargs) -> NeuMF:
+    args = dict(gmf_dim=gmf.embedding_dim, mlp_dim=mlp.embedding_dim, layers=mlp.layers)
+    return NeuMF(gmf.n_users, gmf.n_items, **{**args, **kwargs}).eval()
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.2, 1.0, 0.0])
+def test_neumf_from_pretrained_is_alpha_mix(pretrained, alpha, small_blocks):
+    gmf, mlp, gmf_path, mlp_path = pretrained
+    paths = dict(pretrained_gmf=str(gmf_path), pretrained_mlp=str(mlp_path))
+    net = neumf_like(gmf, mlp, **paths, alpha=alpha)
+    with torch.no_grad():
+        want = alpha * gmf.score_items(ALL_USERS) + (1 - alpha) * mlp.score_items(ALL_USERS)
+        # float32 nets: alpha * h rounds once, hence a float32-sized tolerance
+        torch.testing.assert_close(net.score_items(ALL_USERS), want, rtol=1e-5, atol=1e-7)
+        u, i = torch.tensor([0, 6, 3]), torch.tensor([22, 0, 9])
+        mix = alpha * gmf.score(u, i) + (1 - alpha) * mlp.score(u, i)
+        torch.testing.assert_close(net.score(u, i), mix, rtol=1e-5, atol=1e-7)
+
+
+def test_neumf_checkpoint_does_not_need_the_pretrained_files(pretrained, tmp_path):
+    gmf, mlp, gmf_path, mlp_path = pretrained
+    net = neumf_like(gmf, mlp, pretrained_gmf=str(gmf_path), pretrained_mlp=str(mlp_path))
+    path = save_ckpt(net, tmp_path / "neumf.ckpt")
+    gmf_path.unlink()
+    mlp_path.unlink()
+    loaded, _ = load_net(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.score_items(ALL_USERS), net.score_items(ALL_USERS))
+
+
+def test_neumf_from_gmf_only_copies_the_gmf_tower(pretrained):
+    gmf, mlp, gmf_path, _ = pretrained
+    net = neumf_like(gmf, mlp, pretrained_gmf=str(gmf_path))
+    torch.testing.assert_close(net.gmf_user.weight, gmf.user_emb.weight)
+    torch.testing.assert_close(net.gmf_item.weight, gmf.item_emb.weight)
+    torch.testing.assert_close(net.head.weight[0, : gmf.embedding_dim], gmf.head.weight[0])
+
+
+def test_neumf_refuses_wrong_class(pretrained):
+    gmf, mlp, gmf_path, mlp_path = pretrained
+    with pytest.raises(ValueError, match="expected a GMF checkpoint, got MLP"):
+        neumf_like(gmf, mlp, pretrained_gmf=str(mlp_path))
+    with pytest.raises(ValueError, match="expected a MLP checkpoint, got GMF"):
+        neumf_like(gmf, mlp, pretrained_mlp=str(gmf_path))
+
+
+def test_neumf_refuses_other_catalogue_sizes(pretrained):
+    _, _, gmf_path, mlp_path = pretrained
+    for kind, path in (("gmf", gmf_path), ("mlp", mlp_path)):
+        with pytest.raises(ValueError, match=rf"{N_USERS} users x {N_ITEMS} items.*8 x {N_ITEMS}"):
+            NeuMF(8, N_ITEMS, 6, 4, layers=(8, 6, 3), **{f"pretrained_{kind}": str(path)})
+        with pytest.raises(ValueError, match=rf"{N_ITEMS} items.*{N_USERS} x 30"):
+            NeuMF(N_USERS, 30, 6, 4, layers=(8, 6, 3), **{f"pretrained_{kind}": str(path)})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"pretrained": "gmf", "gmf_dim": 5},
+        {"pretrained": "mlp", "mlp_dim": 5},
+        {"pretrained": "mlp", "layers": (8, 6, 4)},
+        {"pretrained": "mlp", "layers": (8, 6)},
+    ],
+    ids=str,
+)
+def test_neumf_refuses_other_embedding_or_layer_sizes(pretrained, kwargs):
+    gmf, mlp, gmf_path, mlp_path = pretrained
+    kwargs = dict(kwargs)
+    path = {"gmf": gmf_path, "mlp": mlp_path}[kwargs.pop("pretrained")]
+    kind = "gmf" if path == gmf_path else "mlp"
+    with pytest.raises(ValueError, match=r"pretrained (GMF|MLP) has \{'embedding_dim'"):
+        neumf_like(gmf, mlp, **{f"pretrained_{kind}": str(path)}, **kwargs)
+
+
+def test_neumf_refuses_a_missing_pretrained_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        NeuMF(N_USERS, N_ITEMS, pretrained_gmf=str(tmp_path / "nope.ckpt"))
+
+
+# --- Popularity ------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_items=st.integers(1, 12),
+    data=st.data(),
+)
+def test_popularity_ranks_by_train_count(n_items, data):
+    items = data.draw(st.lists(st.integers(0, n_items - 1), max_size=40))
+    net = Popularity(3, n_items)
+    net.fit(torch.tensor(items, dtype=torch.int32))
+    counts = [items.count(i) for i in range(n_items)]
+    assert net.counts.floor().long().tolist() == counts
+    with torch.no_grad():
+        scores = net.score_items(torch.tensor([0, 2]))
+    assert scores.shape == (2, n_items)
+    order = torch.argsort(scores[1], descending=True, stable=True).tolist()
+    assert order == sorted(range(n_items), key=lambda i: (-counts[i], i))
+    torch.testing.assert_close(scores[0], scores[1])
+    u, i = torch.zeros(n_items, dtype=torch.long), torch.arange(n_items)
+    torch.testing.assert_close(net.score(u, i), scores[0])
+    assert not net.trainable and float(net.regularization(u, i, i)) == 0.0
+
+
+def test_recommender_needs_users_and_items():
+    with pytest.raises(ValueError, match="at least one user and one item"):
+        MF(0, 5)
+    with pytest.raises(ValueError, match="at least one layer"):
+        MLP(3, 5, layers=[])
