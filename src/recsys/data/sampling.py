@@ -98,7 +98,7 @@ class BPRTriplets(IterableDataset):
     def _shard(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(self.users.numel(), generator=g)
-        per_rank = -(-self.users.numel() // self.world_size)
+        per_rank = self.users.numel() // self.world_size
         shard = order[self.rank * per_rank : (self.rank + 1) * per_rank]
         return shard.repeat_interleave(self.num_negatives)
 

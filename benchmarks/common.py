@@ -1,0 +1,93 @@
+"""Shared by the training and evaluation benchmarks: cached data, the default NeuMF config,
+timing statistics and atomic JSON results, so both report the same way."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / ".work"
+RESULTS = ROOT / "benchmarks" / "results"
+# The config the CLI trains with: both benchmarks read it, so they follow its defaults.
+NEUMF_YAML = ROOT / "conf" / "model" / "neumf.yaml"
+
+console = Console(stderr=True)
+
+
+def synthetic_processed(n_reviews: int = 300_000) -> Path:
+    """The `make demo` data (default synthetic spec), generated and preprocessed once."""
+    from recsys.data.options import PrepareOptions, SyntheticSpec
+    from recsys.data.prepare import prepare_dataset
+    from recsys.data.synthetic import write_reviews
+
+    base = WORK / f"synthetic_{n_reviews}"
+    processed = base / "processed"
+    if (processed / "metadata.json").exists():
+        return processed
+    raw = base / "reviews.jsonl.gz"
+    t = time.perf_counter()
+    if not raw.exists():
+        write_reviews(raw, SyntheticSpec(n_interactions=n_reviews))
+    prepare_dataset(raw, processed, PrepareOptions(), console=console)
+    console.print(f"prepared {n_reviews:,} synthetic reviews in {time.perf_counter() - t:.1f}s")
+    return processed
+
+
+def neumf_config() -> Any:
+    """conf/model/neumf.yaml as an OmegaConf node (net, optimizer, l2_reg, ks)."""
+    return OmegaConf.load(NEUMF_YAML)
+
+
+def build_neumf(n_users: int, n_items: int, seed: int = 0) -> torch.nn.Module:
+    """The default NeuMF, seeded so that every contender starts from the same weights."""
+    from hydra.utils import instantiate
+
+    torch.manual_seed(seed)
+    return instantiate(neumf_config().net, n_users=n_users, n_items=n_items)
+
+
+def spread(values: list[float], digits: int = 3) -> dict[str, Any]:
+    """Median and range of repeats: the machine is shared, so one number would mislead."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "all": [round(v, digits) for v in values],
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def write_result(name: str, report: dict[str, Any], quick: bool = False) -> Path:
+    """benchmarks/results/<name>.json, written atomically (a killed run leaves the old one);
+    smoke runs go to benchmarks/.work/results/ so they never replace a real measurement."""
+    from recsys.data.io import write_json
+
+    report = {
+        **report,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    path = (WORK / "results" if quick else RESULTS) / f"{name}.json"
+    write_json(path, report)
+    return path

@@ -1,0 +1,131 @@
+"""recsys-train and recsys-eval through the real console scripts: last line, run directory,
+DDP on CPU, a multirun over the DDP process count, SIGKILL and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import polars as pl
+import pytest
+import torch
+
+from tests.conftest import BIN
+
+pytestmark = pytest.mark.slow
+QUIET = ["logger=none", "callbacks=checkpoint_only", "+trainer.enable_progress_bar=false"]
+SPEC_KEYS = {"test/recall@10", "test/ndcg@10", "test/recall@20", "test/ndcg@20", "n_users"}
+
+
+def cli(command, cwd, *args, timeout=600):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [BIN / command, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def last_line(text):
+    return text.strip().splitlines()[-1]
+
+
+def test_train_then_eval(small_processed, in_tmp):
+    run = in_tmp / "run"
+    res = cli("recsys-train", in_tmp, f"data.processed_dir={small_processed}", "model=mf",
+              "trainer.max_epochs=3", f"hydra.run.dir={run}", *QUIET)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert float(last_line(res.stdout)) == pytest.approx(metrics["val/ndcg@10"], abs=1e-6)
+    assert SPEC_KEYS | {"train/samples_per_sec"} <= set(metrics)
+    assert (run / ".hydra" / "config.yaml").is_file()
+
+    out = in_tmp / "eval"
+    res = cli("recsys-eval", in_tmp, f"ckpt_path={run}/checkpoints/best.ckpt",
+              f"data.processed_dir={small_processed}", f"eval.output_dir={out}",
+              "eval.k=[5,10,20]")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert evaluated["test/ndcg@10"] == pytest.approx(metrics["test/ndcg@10"], abs=1e-6)
+    assert "test/ndcg@5" in evaluated
+    topk = pl.read_parquet(out / "topk.parquet")
+    assert topk.schema == {"user_idx": pl.Int32, "rank": pl.Int16, "item_idx": pl.Int32,
+                           "score": pl.Float32}  # fmt: skip
+    assert topk["rank"].max() == 20 and topk["user_idx"].n_unique() == evaluated["n_users"]
+
+
+def test_eval_user_errors_exit_2(small_processed, in_tmp):
+    junk = in_tmp / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    res = cli("recsys-eval", in_tmp, f"ckpt_path={junk}", f"data.processed_dir={small_processed}",
+              f"eval.output_dir={in_tmp / 'o'}")  # fmt: skip
+    assert res.returncode == 2 and "junk.ckpt" in res.stderr and "Traceback" not in res.stderr
+    res = cli("recsys-train", in_tmp, *QUIET)
+    assert res.returncode == 2 and "data.processed_dir" in res.stderr
+
+
+def test_ddp_cpu_matches_single_process_eval(small_processed, in_tmp):
+    run = in_tmp / "ddp"
+    res = cli("recsys-train", in_tmp, f"data.processed_dir={small_processed}", "model=mf",
+              "trainer=ddp_cpu", "trainer.max_epochs=2", f"hydra.run.dir={run}", *QUIET)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran, in this job's directory
+    ddp = json.loads((run / "metrics.json").read_text())
+    out = in_tmp / "eval"
+    res = cli("recsys-eval", in_tmp, f"ckpt_path={run}/checkpoints/best.ckpt",
+              f"data.processed_dir={small_processed}", f"eval.output_dir={out}")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    single = json.loads((out / "metrics.json").read_text())
+    assert ddp["n_users"] == single["n_users"]  # nobody counted twice, nobody dropped
+    for key in SPEC_KEYS:
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
+
+
+def test_multirun_over_ddp_process_count(small_processed, in_tmp):
+    sweep = in_tmp / "sweep"
+    res = cli("recsys-train", in_tmp, "-m", f"data.processed_dir={small_processed}", "model=mf",
+              "trainer=ddp_cpu", "trainer.devices=1,2", "trainer.max_epochs=1",
+              f"hydra.sweep.dir={sweep}", *QUIET)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]  # children did not start sweeps of their own
+    for job in jobs:
+        assert SPEC_KEYS <= set(json.loads((job / "metrics.json").read_text()))
+    assert (jobs[1] / "train_ddp_process_1.log").is_file()
+    assert not (jobs[0] / "train_ddp_process_1.log").exists()
+
+
+def test_sigkill_then_resume_matches_uninterrupted(small_processed, in_tmp):
+    common = [f"data.processed_dir={small_processed}", "model=mf", "trainer.max_epochs=5",
+              "data.batch_size=256", *QUIET]  # fmt: skip
+    full = in_tmp / "full"
+    res = cli("recsys-train", in_tmp, *common, f"hydra.run.dir={full}")
+    assert res.returncode == 0, res.stderr
+
+    killed = in_tmp / "killed"
+    last = killed / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        [BIN / "recsys-train", *common, f"hydra.run.dir={killed}"],
+        cwd=in_tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file() and _epoch(last) >= 1:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "killed too late: the run had finished"
+    res = cli("recsys-train", in_tmp, *common, f"ckpt_path={last}")  # resumes in place
+    assert res.returncode == 0, res.stderr
+    a = json.loads((full / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert b["test/ndcg@10"] == pytest.approx(a["test/ndcg@10"], rel=0.02)
+
+
+def _epoch(path):
+    try:
+        return torch.load(path, weights_only=True)["epoch"]
+    except Exception:  # caught mid-write
+        return -1
