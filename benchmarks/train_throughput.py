@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from common import build_neumf, console, machine, neumf_config, spread, synthetic_processed
 from common import write_result as save
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -33,6 +34,7 @@ from recsys.data.sampling import BPRTriplets, NegativeSampler
 TARGET_RATIO = 0.9  # Lightning in-loop triplets/s over the bare loop's, at every batch size
 BATCH_SIZES = (256, 1024, 4096)
 WARMUP_BATCHES = 20
+SIZED_BY_DATA = ("n_users", "n_items")
 
 
 def trainer_kwargs(limit_batches: int | None) -> dict[str, Any]:
@@ -144,6 +146,12 @@ def measure(processed: Path, batch_size: int, repeat: int, limit: int | None) ->
     }
 
 
+def model_summary() -> dict[str, Any]:
+    cfg = neumf_config()
+    net = {k: v for k, v in OmegaConf.to_container(cfg.net).items() if k not in SIZED_BY_DATA}
+    return net | {"lr": cfg.optimizer.lr, "l2_reg": cfg.l2_reg}
+
+
 def table(report: dict[str, Any]) -> Table:
     out = Table(title=f"NeuMF training, triplets/s (median of {report['repeat']}, min-max)")
     for col in ("batch", "bare loop", "Lightning in-loop", "ratio", "Lightning end-to-end", "ok"):
@@ -189,7 +197,7 @@ def main() -> None:
     for batch_size in args.batch_sizes:
         limit = -(-args.triplets // batch_size) if args.triplets else None
         report["results"][str(batch_size)] = measure(processed, batch_size, args.repeat, limit)
-    report["model"] = dict(neumf_config().net) | {"lr": neumf_config().optimizer.lr}
+    report["model"] = model_summary()
     report["timing"] = (
         "in-loop: on_train_epoch_start to the last optimizer step (RecommenderModule's own "
         "train_samples / train_seconds; includes sampling the epoch), the target's number; "

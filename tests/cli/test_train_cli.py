@@ -33,8 +33,15 @@ def last_line(text):
 
 def test_train_then_eval(small_processed, in_tmp):
     run = in_tmp / "run"
-    res = cli("recsys-train", in_tmp, f"data.processed_dir={small_processed}", "model=mf",
-              "trainer.max_epochs=3", f"hydra.run.dir={run}", *QUIET)  # fmt: skip
+    res = cli(
+        "recsys-train",
+        in_tmp,
+        f"data.processed_dir={small_processed}",
+        "model=mf",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run}",
+        *QUIET,
+    )
     assert res.returncode == 0, res.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert float(last_line(res.stdout)) == pytest.approx(metrics["val/ndcg@10"], abs=1e-6)
@@ -42,24 +49,38 @@ def test_train_then_eval(small_processed, in_tmp):
     assert (run / ".hydra" / "config.yaml").is_file()
 
     out = in_tmp / "eval"
-    res = cli("recsys-eval", in_tmp, f"ckpt_path={run}/checkpoints/best.ckpt",
-              f"data.processed_dir={small_processed}", f"eval.output_dir={out}",
-              "eval.k=[5,10,20]")  # fmt: skip
+    res = cli(
+        "recsys-eval",
+        in_tmp,
+        f"ckpt_path={run}/checkpoints/best.ckpt",
+        f"data.processed_dir={small_processed}",
+        f"eval.output_dir={out}",
+        "eval.k=[5,10,20]",
+    )
     assert res.returncode == 0, res.stderr
     evaluated = json.loads((out / "metrics.json").read_text())
     assert evaluated["test/ndcg@10"] == pytest.approx(metrics["test/ndcg@10"], abs=1e-6)
     assert "test/ndcg@5" in evaluated
     topk = pl.read_parquet(out / "topk.parquet")
-    assert topk.schema == {"user_idx": pl.Int32, "rank": pl.Int16, "item_idx": pl.Int32,
-                           "score": pl.Float32}  # fmt: skip
+    assert topk.schema == {
+        "user_idx": pl.Int32,
+        "rank": pl.Int16,
+        "item_idx": pl.Int32,
+        "score": pl.Float32,
+    }
     assert topk["rank"].max() == 20 and topk["user_idx"].n_unique() == evaluated["n_users"]
 
 
 def test_eval_user_errors_exit_2(small_processed, in_tmp):
     junk = in_tmp / "junk.ckpt"
     junk.write_text("not a checkpoint")
-    res = cli("recsys-eval", in_tmp, f"ckpt_path={junk}", f"data.processed_dir={small_processed}",
-              f"eval.output_dir={in_tmp / 'o'}")  # fmt: skip
+    res = cli(
+        "recsys-eval",
+        in_tmp,
+        f"ckpt_path={junk}",
+        f"data.processed_dir={small_processed}",
+        f"eval.output_dir={in_tmp / 'o'}",
+    )
     assert res.returncode == 2 and "junk.ckpt" in res.stderr and "Traceback" not in res.stderr
     res = cli("recsys-train", in_tmp, *QUIET)
     assert res.returncode == 2 and "data.processed_dir" in res.stderr
@@ -67,14 +88,27 @@ def test_eval_user_errors_exit_2(small_processed, in_tmp):
 
 def test_ddp_cpu_matches_single_process_eval(small_processed, in_tmp):
     run = in_tmp / "ddp"
-    res = cli("recsys-train", in_tmp, f"data.processed_dir={small_processed}", "model=mf",
-              "trainer=ddp_cpu", "trainer.max_epochs=2", f"hydra.run.dir={run}", *QUIET)  # fmt: skip
+    res = cli(
+        "recsys-train",
+        in_tmp,
+        f"data.processed_dir={small_processed}",
+        "model=mf",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run}",
+        *QUIET,
+    )
     assert res.returncode == 0, res.stderr
     assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran, in this job's directory
     ddp = json.loads((run / "metrics.json").read_text())
     out = in_tmp / "eval"
-    res = cli("recsys-eval", in_tmp, f"ckpt_path={run}/checkpoints/best.ckpt",
-              f"data.processed_dir={small_processed}", f"eval.output_dir={out}")  # fmt: skip
+    res = cli(
+        "recsys-eval",
+        in_tmp,
+        f"ckpt_path={run}/checkpoints/best.ckpt",
+        f"data.processed_dir={small_processed}",
+        f"eval.output_dir={out}",
+    )
     assert res.returncode == 0, res.stderr
     single = json.loads((out / "metrics.json").read_text())
     assert ddp["n_users"] == single["n_users"]  # nobody counted twice, nobody dropped
@@ -84,21 +118,35 @@ def test_ddp_cpu_matches_single_process_eval(small_processed, in_tmp):
 
 def test_multirun_over_ddp_process_count(small_processed, in_tmp):
     sweep = in_tmp / "sweep"
-    res = cli("recsys-train", in_tmp, "-m", f"data.processed_dir={small_processed}", "model=mf",
-              "trainer=ddp_cpu", "trainer.devices=1,2", "trainer.max_epochs=1",
-              f"hydra.sweep.dir={sweep}", *QUIET)  # fmt: skip
+    res = cli(
+        "recsys-train",
+        in_tmp,
+        "-m",
+        f"data.processed_dir={small_processed}",
+        "model=mf",
+        "trainer=ddp_cpu",
+        "trainer.devices=1,2",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        *QUIET,
+    )
     assert res.returncode == 0, res.stderr
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]  # children did not start sweeps of their own
     for job in jobs:
-        assert SPEC_KEYS <= set(json.loads((job / "metrics.json").read_text()))
+        assert set(json.loads((job / "metrics.json").read_text())) >= SPEC_KEYS
     assert (jobs[1] / "train_ddp_process_1.log").is_file()
     assert not (jobs[0] / "train_ddp_process_1.log").exists()
 
 
 def test_sigkill_then_resume_matches_uninterrupted(small_processed, in_tmp):
-    common = [f"data.processed_dir={small_processed}", "model=mf", "trainer.max_epochs=5",
-              "data.batch_size=256", *QUIET]  # fmt: skip
+    common = [
+        f"data.processed_dir={small_processed}",
+        "model=mf",
+        "trainer.max_epochs=5",
+        "data.batch_size=256",
+        *QUIET,
+    ]
     full = in_tmp / "full"
     res = cli("recsys-train", in_tmp, *common, f"hydra.run.dir={full}")
     assert res.returncode == 0, res.stderr
@@ -107,8 +155,10 @@ def test_sigkill_then_resume_matches_uninterrupted(small_processed, in_tmp):
     last = killed / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(
         [BIN / "recsys-train", *common, f"hydra.run.dir={killed}"],
-        cwd=in_tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        cwd=in_tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if last.is_file() and _epoch(last) >= 1:

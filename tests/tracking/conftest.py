@@ -109,7 +109,8 @@ def postgres_uri() -> Iterator[str]:
             with conn.cursor() as cur:
                 cur.execute("CREATE DATABASE mlflow")
             conn.close()
-            yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+            # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the dev extra has psycopg2.
+            yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
         finally:
             pg("pg_ctl", "-D", str(data), "stop", "-m", "immediate")
     finally:

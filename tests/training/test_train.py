@@ -36,7 +36,7 @@ def test_train_writes_checkpoints_and_metrics(model, small_processed, tmp_path):
     assert 0 < written["test/ndcg@10"] <= 1 and written["train/samples_per_sec"] > 0
     # The checkpoint loads without unpickling code, and recsys-eval reproduces the test metrics.
     torch.load(ckpts / "best.ckpt", weights_only=True)
-    net, meta = load_net(ckpts / "best.ckpt")
+    _, meta = load_net(ckpts / "best.ckpt")
     assert meta["data"]["input_sha256"] == objects["datamodule"].metadata["input_sha256"]
     again = evaluate_checkpoint(str(ckpts / "best.ckpt"), str(small_processed), str(tmp_path / "e"))
     for key in SPEC_KEYS:

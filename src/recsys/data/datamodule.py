@@ -3,6 +3,7 @@ with seen/relevant masks for validation (train seen) and test (train + val seen)
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import lightning as L
@@ -12,6 +13,10 @@ from recsys.data.evalsets import EvalBatches, EvalSet
 from recsys.data.processed import ProcessedData, load_processed
 from recsys.data.sampling import BPRTriplets, NegativeSampler
 from recsys.errors import RecsysError
+
+# Lightning warns about any IterableDataset with __len__ because worker processes could each
+# replay it; ours run in the main process (num_workers=0) and shard per rank themselves.
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 def _loader(dataset: Any) -> DataLoader:
@@ -105,7 +110,7 @@ class RecsysDataModule(L.LightningDataModule):
                 rank=rank,
                 world_size=world,
                 epoch=self._current_epoch,
-            )  # fmt: skip
+            )
         )
 
     def _current_epoch(self) -> int:

@@ -7,6 +7,7 @@ layers after it run per pair, in item chunks that bound memory.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ def _tower(in_dim: int, layers: Sequence[int], dropout: float) -> tuple[nn.Linea
         raise ValueError("mlp layers must list at least one layer width")
     first = nn.Linear(in_dim, layers[0])
     rest: list[nn.Module] = []
-    for width_in, width_out in zip(layers[:-1], layers[1:], strict=True):
+    for width_in, width_out in itertools.pairwise(layers):
         rest += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(width_in, width_out)]
     rest += [nn.ReLU(), nn.Dropout(dropout)]
     for layer in [first, *rest]:
@@ -124,7 +125,7 @@ class GMF(Recommender):
 
 
 class MLP(Recommender):
-    """An MLP over concat(p_u, q_i); `layers` are the hidden widths, the last is the head's input."""
+    """An MLP over concat(p_u, q_i); `layers` are the hidden widths (the last feeds the head)."""
 
     def __init__(
         self,

@@ -188,8 +188,8 @@ def log_test_plots(net: Recommender, data: ProcessedData) -> dict[str, float]:
 def ranking_at_k(values: dict[str, float]) -> Figure:
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
-    for name in ("recall", "ndcg"):
-        ax.plot(PLOT_KS, [values[f"{name}@{k}"] for k in PLOT_KS], label=f"{name.upper()}@K")
+    for label in ("Recall", "NDCG"):
+        ax.plot(PLOT_KS, [values[f"{label.lower()}@{k}"] for k in PLOT_KS], label=f"{label}@K")
     ax.set(title=f"test, {values['n_users']:,} users", xlabel="K", ylim=(0, None))
     ax.grid(alpha=0.3)
     ax.legend()

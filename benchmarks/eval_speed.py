@@ -1,0 +1,209 @@
+"""Full-ranking evaluation speed: the real path (`evaluate_full` -> `rank_batch` ->
+`masked_topk` -> NeuMF's split-first-layer `score_items`) on 15,000 users x 10,000 items.
+
+Random weights (speed does not depend on training) in the default NeuMF architecture, seen
+and relevant items per user like a real test set. For context, a naive scorer that builds
+per-pair MLP inputs (`net.score` on every user x item pair) runs the same protocol on a slice
+of the users and is extrapolated. Results: benchmarks/results/eval_speed.json and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from common import build_neumf, console, machine, spread
+from common import write_result as save
+from rich.console import Console
+from rich.table import Table
+
+from recsys.data.evalsets import EvalSet
+from recsys.data.sampling import NegativeSampler
+from recsys.evaluation.protocols import evaluate_full
+from recsys.models.base import Recommender
+
+TARGET_SECONDS = 5.0
+KS = (10, 20)
+BATCH_SIZES = (256, 1024, 4096)
+# Per-pair activations of the naive scorer grow with pairs per call: this bounds them (~1 GiB).
+NAIVE_PAIRS = 1 << 18
+
+
+def power_law_counts(n: int, mean: float, cap: int, g: torch.Generator) -> torch.Tensor:
+    """Items per user: at least one, heavy-tailed like real activity, about `mean` on average."""
+    pareto = (1 - torch.rand(n, generator=g)).pow(-0.5)  # Pareto(alpha=2): mean 2, long tail
+    return (pareto * mean / 2).round().long().clamp(1, cap)
+
+
+def synthetic_evalset(n_users: int, n_items: int, seen: float, relevant: float) -> EvalSet:
+    """Seen items (masked) drawn by item popularity, relevant items among the unseen."""
+    g = torch.Generator().manual_seed(0)
+    popularity = torch.arange(1, n_items + 1, dtype=torch.float).pow(-0.7)
+    users = torch.arange(n_users)
+    seen_users = users.repeat_interleave(power_law_counts(n_users, seen, n_items // 2, g))
+    seen_items = torch.multinomial(popularity, seen_users.numel(), replacement=True, generator=g)
+    keys = torch.unique(seen_users * n_items + seen_items)  # one row per (user, item)
+    seen_users, seen_items = keys // n_items, keys % n_items
+    rel_users = users.repeat_interleave(power_law_counts(n_users, relevant, n_items // 4, g))
+    rel_items = NegativeSampler(seen_users, seen_items, n_items).sample(rel_users, g)
+    return EvalSet.build([(seen_users, seen_items)], (rel_users, rel_items), n_users)
+
+
+class PairwiseScorer(Recommender):
+    """The naive full ranking: every (user, item) pair through `net.score`, MLP included."""
+
+    def __init__(self, net: Recommender) -> None:
+        super().__init__(net.n_users, net.n_items)
+        self.net = net
+
+    def score_items(self, users, start=0, stop=None):
+        stop = self.n_items if stop is None else stop
+        items = torch.arange(start, stop)
+        per_call = max(1, NAIVE_PAIRS // items.numel())
+        rows = [
+            self.net.score(u.repeat_interleave(items.numel()), items.repeat(u.numel()))
+            for u in users.split(per_call)
+        ]
+        return torch.cat(rows).view(users.numel(), items.numel())
+
+
+def timed_eval(net: Recommender, evalset: EvalSet, batch_size: int) -> tuple[float, Any]:
+    """As `recsys-eval` runs it (report.py): eval mode, inference_mode, evaluate_full."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        values, ranked = evaluate_full(net, evalset, KS, batch_size)
+    return time.perf_counter() - start, (values, ranked)
+
+
+def breakdown(net: Recommender, evalset: EvalSet, batch_size: int) -> dict[str, float]:
+    """Seconds inside NeuMF's MLP grid, all of score_items, and the rest (mask, top-k, hits)."""
+    spent: dict[str, float] = defaultdict(float)
+
+    def timer(name: str, fn: Callable) -> Callable:
+        def wrapped(*args, **kwargs):
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            spent[name] += time.perf_counter() - t
+            return out
+
+        return wrapped
+
+    net.mlp.grid = timer("mlp_grid", net.mlp.grid)
+    net.score_items = timer("score_items", net.score_items)
+    try:
+        total, _ = timed_eval(net, evalset, batch_size)
+    finally:
+        del net.mlp.grid, net.score_items  # back to the class's methods
+    return {
+        "total_s": round(total, 3),
+        "mlp_tower_s": round(spent["mlp_grid"], 3),
+        "gmf_and_bias_s": round(spent["score_items"] - spent["mlp_grid"], 3),
+        "mask_topk_hits_batches_s": round(total - spent["score_items"], 3),
+    }
+
+
+def naive(net: Recommender, evalset: EvalSet, n_users: int, fast_ranked: list) -> dict:
+    """Per-pair scoring on the first `n_users` users, extrapolated to all of them."""
+    part = dataclasses.replace(evalset, users=evalset.users[:n_users])
+    seconds, (_, ranked) = timed_eval(PairwiseScorer(net), part, 1024)
+    slow_items = torch.cat([b.items for b in ranked])
+    fast_items = torch.cat([b.items for b in fast_ranked])[:n_users]
+    scale = evalset.users.numel() / n_users
+    same = (slow_items == fast_items).all(1).float().mean()
+    return {
+        "users": n_users,
+        "seconds": round(seconds, 2),
+        "extrapolated_seconds": round(seconds * scale, 1),
+        "same_top20_as_fast_path": round(float(same), 4),
+    }
+
+
+def table(report: dict[str, Any]) -> Table:
+    size = report["size"]
+    out = Table(
+        title=f"NeuMF full ranking, {size['users']:,} users x {size['items']:,} items, "
+        f"K={list(KS)} (seconds, median of {report['repeat']})"
+    )
+    for col in ("eval batch", "median", "min", "max", f"< {TARGET_SECONDS:g} s"):
+        out.add_column(col, justify="right")
+    for batch, row in report["results"].items():
+        s = row["seconds"]
+        ok = "yes" if row["target_met"] else "NO"
+        out.add_row(batch, f"{s['median']:.2f}", f"{s['min']:.2f}", f"{s['max']:.2f}", ok)
+    if "naive" in report:
+        nv = report["naive"]
+        out.add_row(
+            "naive per-pair",
+            f"~{nv['extrapolated_seconds']:.0f}",
+            f"({nv['seconds']:.1f} s for {nv['users']:,} users)",
+            "",
+            "",
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--users", type=int, default=15_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--seen", type=float, default=20.0, help="mean seen items per user")
+    parser.add_argument("--relevant", type=float, default=3.0, help="mean relevant per user")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    parser.add_argument(
+        "--naive-users", type=int, default=1_500, help="users for the naive baseline (0: skip)"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 300 naive")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeat, args.naive_users = 1, min(args.naive_users, 300)
+    net = build_neumf(args.users, args.items).eval()
+    evalset = synthetic_evalset(args.users, args.items, args.seen, args.relevant)
+    seen = evalset.seen_indptr.diff().float()
+    relevant = evalset.rel_indptr.diff().float()
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "repeat": args.repeat,
+        "size": {
+            "users": evalset.users.numel(),
+            "items": args.items,
+            "seen_per_user": {"mean": round(float(seen.mean()), 1), "max": int(seen.max())},
+            "relevant_per_user": {"mean": round(float(relevant.mean()), 2)},
+        },
+        "model": net.spec() | {"n_users": args.users, "n_items": args.items},
+        "ks": list(KS),
+        "results": {},
+    }
+    timed_eval(net, dataclasses.replace(evalset, users=evalset.users[:256]), 256)  # warm-up
+    fast_ranked: list = []
+    for batch_size in args.batch_sizes:
+        runs = []
+        for r in range(args.repeat):
+            seconds, (values, fast_ranked) = timed_eval(net, evalset, batch_size)
+            runs.append(seconds)
+            console.print(f"eval batch {batch_size} repeat {r + 1}/{args.repeat}: {seconds:.2f}s")
+        report["results"][str(batch_size)] = {
+            "seconds": spread(runs),
+            "users_per_s": round(evalset.users.numel() / statistics.median(runs)),
+            "target_met": statistics.median(runs) < TARGET_SECONDS,
+            "breakdown": breakdown(net, evalset, batch_size),
+        }
+    report["metrics_random_weights"] = {k: round(v, 5) for k, v in values.items()}
+    if args.naive_users:
+        report["naive"] = naive(net, evalset, args.naive_users, fast_ranked)
+        console.print(f"naive per-pair scorer: {report['naive']}")
+    report["target"] = f"median < {TARGET_SECONDS} s at every eval batch size"
+    report["target_met"] = all(row["target_met"] for row in report["results"].values())
+    path = save("eval_speed", report, quick=args.quick)
+    console.print(f"wrote {path}")
+    Console().print(table(report))
+
+
+if __name__ == "__main__":
+    main()
