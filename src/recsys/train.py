@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,19 @@ def instantiate_loggers(group: DictConfig | None, ckpt_path: str | None) -> list
     return loggers
 
 
+def log_config(loggers: list[Any], cfg: DictConfig) -> None:
+    """The resolved config as hyper-parameters; a resumed MLflow run only gets the new ones
+    (MLflow refuses to change a logged param, and a resume changes e.g. `ckpt_path`)."""
+    params = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:
+        if cfg.get("ckpt_path") and type(lg).__name__ == "MLFlowLogger":
+            from recsys.tracking.mlflow import log_new_params
+
+            log_new_params(lg, params)
+        else:
+            lg.log_hyperparams(params)
+
+
 def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     """The net sized by the data, wrapped in the LightningModule."""
     from hydra.utils import instantiate
@@ -79,8 +93,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if not module.net.trainable:
         overrides["max_epochs"] = 1  # counting needs one pass; more epochs change nothing
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    log_config(loggers, cfg)
 
     with ddp_job(cfg.paths.output_dir):
         if cfg.get("train", True):
@@ -134,6 +147,10 @@ def resume_in_place(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    # MLflow's per-file download bars (while saving the model) drown the training log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow forbids '@': Lightning logs val/ndcg@10 as val/ndcg10 and warns once per metric.
+    warnings.filterwarnings("ignore", message="MLFlow only allows")
     sys.argv = [sys.argv[0], *resume_in_place(sys.argv[1:])]
     run()
 

@@ -80,6 +80,25 @@ def resume_run_id(ckpt_path: str | Path) -> str | None:
     return ckpt["recsys"].get("mlflow_run_id")
 
 
+def log_new_params(logger: Any, params: dict[str, Any]) -> None:
+    """Params the (resumed) run does not have yet; changed values become `resumed/...` tags."""
+    from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+    from mlflow.entities import Param, RunTag
+
+    flat = _flatten_dict(_convert_params(params))
+    existing = logger.experiment.get_run(logger.run_id).data.params
+    new = [Param(k, str(v)[:6000]) for k, v in flat.items() if k not in existing]
+    changed = [
+        RunTag(f"resumed/{k}", str(v)[:5000])
+        for k, v in flat.items()
+        if k in existing and existing[k] != str(v)[:6000]
+    ]
+    for lo in range(0, max(len(new), len(changed)), 100):  # MLflow's batch limit
+        logger.experiment.log_batch(
+            logger.run_id, params=new[lo : lo + 100], tags=changed[lo : lo + 100]
+        )
+
+
 def finish_run(
     logger: Any,
     cfg: DictConfig,

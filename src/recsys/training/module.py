@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import MLFlowLogger
 from torchmetrics import MaxMetric
 
 from recsys import __version__
@@ -127,7 +128,9 @@ class RecommenderModule(L.LightningModule):
         """What `recsys-eval` / `recsys-package` need to rebuild the net without this class."""
         datamodule = getattr(self.trainer, "datamodule", None)
         metadata = getattr(datamodule, "metadata", {}) if datamodule is not None else {}
-        run_id = next((lg.run_id for lg in self.trainer.loggers if hasattr(lg, "run_id")), None)
+        run_id = next(
+            (lg.run_id for lg in self.trainer.loggers if isinstance(lg, MLFlowLogger)), None
+        )
         checkpoint["recsys"] = {
             "version": __version__,
             "net": self.net.spec(),

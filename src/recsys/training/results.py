@@ -26,15 +26,18 @@ def collect_metrics(
     """val/* and test/* of the best checkpoint (current weights if none was saved, e.g. in
     fast_dev_run), `n_users` (test users), and the training throughput."""
     metrics: dict[str, float | int] = {}
-    val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-    metrics.update(_numbers(val[0] if val else {}, "val"))
-    if test:
-        result = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-        tested = _numbers(result[0] if result else {}, "test")
-        metrics.update(tested)
-        if "test/n_users" in tested:
-            metrics["n_users"] = tested.pop("test/n_users")
-            metrics.pop("test/n_users", None)
+    loggers, trainer.loggers = trainer.loggers, []  # not another epoch in the loggers' curves
+    try:
+        val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        metrics.update(_numbers(val[0] if val else {}, "val"))
+        if test:
+            result = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            tested = _numbers(result[0] if result else {}, "test")
+            if "test/n_users" in tested:
+                tested["n_users"] = tested.pop("test/n_users")
+            metrics.update(tested)
+    finally:
+        trainer.loggers = loggers
     if module.train_seconds > 0:
         # Every rank runs the same number of equal-sized batches: job rate = rank rate x ranks.
         rate = module.train_samples / module.train_seconds * trainer.world_size
