@@ -179,3 +179,52 @@ def _epoch(path):
         return torch.load(path, weights_only=True)["epoch"]
     except Exception:  # caught mid-write
         return -1
+
+
+def test_multirun_over_models_gives_finished_mlflow_runs(small_processed, in_tmp):
+    import mlflow
+
+    uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONWARNINGS": "ignore"}
+    res = subprocess.run(
+        [
+            BIN / "recsys-train",
+            "-m",
+            f"data.processed_dir={small_processed}",
+            "model=mf,gmf",
+            "trainer.max_epochs=1",
+            "logger=mlflow",
+            "callbacks=checkpoint_only",
+            "+trainer.enable_progress_bar=false",
+            f"hydra.sweep.dir={in_tmp / 'sweep'}",
+        ],
+        cwd=in_tmp,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("recsys").experiment_id])
+    assert sorted(r.data.tags["model"] for r in runs) == ["GMF", "MF"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len(client.search_model_versions("name='recsys'")) == 2
+
+
+def test_optuna_search_runs_trials(small_processed, in_tmp):
+    res = cli(
+        "recsys-train",
+        in_tmp,
+        "-m",
+        "hparams_search=neumf_optuna",
+        f"data.processed_dir={small_processed}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={in_tmp / 'optuna'}",
+        "+trainer.enable_progress_bar=false",
+    )
+    assert res.returncode == 0, res.stderr
+    best = (in_tmp / "optuna" / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "best_value" in best
