@@ -27,6 +27,20 @@ def cli(command, cwd, *args, timeout=600):
     )
 
 
+def evaluate(cwd, run, data, out, *extra):
+    """recsys-eval of a run's best checkpoint; returns (process, metrics.json or None)."""
+    res = cli(
+        "recsys-eval",
+        cwd,
+        f"ckpt_path={run}/checkpoints/best.ckpt",
+        f"data.processed_dir={data}",
+        f"eval.output_dir={out}",
+        *extra,
+    )
+    path = out / "metrics.json"
+    return res, json.loads(path.read_text()) if path.is_file() else None
+
+
 def last_line(text):
     return text.strip().splitlines()[-1]
 
@@ -49,16 +63,8 @@ def test_train_then_eval(small_processed, in_tmp):
     assert (run / ".hydra" / "config.yaml").is_file()
 
     out = in_tmp / "eval"
-    res = cli(
-        "recsys-eval",
-        in_tmp,
-        f"ckpt_path={run}/checkpoints/best.ckpt",
-        f"data.processed_dir={small_processed}",
-        f"eval.output_dir={out}",
-        "eval.k=[5,10,20]",
-    )
+    res, evaluated = evaluate(in_tmp, run, small_processed, out, "eval.k=[5,10,20]")
     assert res.returncode == 0, res.stderr
-    evaluated = json.loads((out / "metrics.json").read_text())
     assert evaluated["test/ndcg@10"] == pytest.approx(metrics["test/ndcg@10"], abs=1e-6)
     assert "test/ndcg@5" in evaluated
     topk = pl.read_parquet(out / "topk.parquet")
@@ -101,16 +107,8 @@ def test_ddp_cpu_matches_single_process_eval(small_processed, in_tmp):
     assert res.returncode == 0, res.stderr
     assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran, in this job's directory
     ddp = json.loads((run / "metrics.json").read_text())
-    out = in_tmp / "eval"
-    res = cli(
-        "recsys-eval",
-        in_tmp,
-        f"ckpt_path={run}/checkpoints/best.ckpt",
-        f"data.processed_dir={small_processed}",
-        f"eval.output_dir={out}",
-    )
+    res, single = evaluate(in_tmp, run, small_processed, in_tmp / "eval")
     assert res.returncode == 0, res.stderr
-    single = json.loads((out / "metrics.json").read_text())
     assert ddp["n_users"] == single["n_users"]  # nobody counted twice, nobody dropped
     for key in SPEC_KEYS:
         assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
