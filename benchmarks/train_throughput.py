@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import os
 import statistics
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from common import build_neumf, console, machine, neumf_config, spread, synthetic_processed
@@ -28,8 +30,10 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from recsys.data.datamodule import RecsysDataModule
 from recsys.data.processed import load_processed
 from recsys.data.sampling import BPRTriplets, NegativeSampler
+from recsys.training.module import RecommenderModule
 
 TARGET_RATIO = 0.9  # Lightning in-loop triplets/s over the bare loop's, at every batch size
 BATCH_SIZES = (256, 1024, 4096)
@@ -54,11 +58,6 @@ def trainer_kwargs(limit_batches: int | None) -> dict[str, Any]:
 
 def lightning_run(processed: Path, batch_size: int, limit_batches: int | None) -> dict[str, Any]:
     """One `trainer.fit` epoch; in-loop time is the module's own (first batch to last step)."""
-    import lightning as L
-
-    from recsys.data.datamodule import RecsysDataModule
-    from recsys.training.module import RecommenderModule
-
     cfg = neumf_config()
     datamodule = RecsysDataModule(str(processed), batch_size=batch_size, seed=0)
     datamodule.load()  # recsys-train loads eagerly too, before building the trainer
@@ -108,9 +107,11 @@ def max_weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max(float((x - y).abs().max()) for x, y in pairs)
 
 
-def measure(processed: Path, batch_size: int, repeat: int, limit: int | None) -> dict[str, Any]:
-    lightning_run(processed, batch_size, WARMUP_BATCHES)
-    bare_run(processed, batch_size, WARMUP_BATCHES)
+def measure(
+    processed: Path, batch_size: int, repeat: int, limit: int | None, warmup: int
+) -> dict[str, Any]:
+    lightning_run(processed, batch_size, warmup)
+    bare_run(processed, batch_size, warmup)
     rates: dict[str, list[float]] = {"bare": [], "lightning": [], "end_to_end": [], "paired": []}
     weight_diff = 0.0
     for r in range(repeat):
@@ -128,7 +129,8 @@ def measure(processed: Path, batch_size: int, repeat: int, limit: int | None) ->
         console.print(
             f"batch {batch_size} repeat {r + 1}/{repeat}: bare {rates['bare'][-1]:,.0f}/s, "
             f"lightning {rates['lightning'][-1]:,.0f}/s in-loop, "
-            f"{rates['end_to_end'][-1]:,.0f}/s end-to-end ({lt['end_to_end_s']:.2f}s)"
+            f"{rates['end_to_end'][-1]:,.0f}/s end-to-end ({lt['end_to_end_s']:.2f}s), "
+            f"load {os.getloadavg()[0]:.1f}"
         )
     bare = statistics.median(rates["bare"])
     ratio = statistics.median(rates["lightning"]) / bare
@@ -153,7 +155,11 @@ def model_summary() -> dict[str, Any]:
 
 
 def table(report: dict[str, Any]) -> Table:
-    out = Table(title=f"NeuMF training, triplets/s (median of {report['repeat']}, min-max)")
+    threads = report["machine"]["torch_threads"]
+    out = Table(
+        title=f"NeuMF training, triplets/s, {threads} torch threads "
+        f"(median of {report['repeat']}, min-max)"
+    )
     for col in ("batch", "bare loop", "Lightning in-loop", "ratio", "Lightning end-to-end", "ok"):
         out.add_column(col, justify="right")
 
@@ -175,9 +181,9 @@ def table(report: dict[str, Any]) -> Table:
 
 def quiet_lightning() -> None:
     """Lightning's start-up notes and data-loader hints would drown the table."""
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*"):
-        warnings.filterwarnings("ignore", pattern)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # after its import sets INFO
+    for pattern in ("does not have many workers", "logging interval", "LeafSpec", "__len__"):
+        warnings.filterwarnings("ignore", f".*{pattern}.*")
 
 
 def main() -> None:
@@ -187,16 +193,23 @@ def main() -> None:
     parser.add_argument(
         "--triplets", type=int, default=0, help="triplets per run (0: one whole epoch, ~227k)"
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 20k triplets, 1 repeat")
+    parser.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 8k triplets, 1 repeat")
     args = parser.parse_args()
+    warmup = WARMUP_BATCHES
     if args.quick:
-        args.repeat, args.triplets = 1, args.triplets or 20_000
+        args.repeat, args.triplets, warmup = 1, args.triplets or 8_192, 4
+    torch.set_num_threads(args.threads)
     quiet_lightning()
     processed = synthetic_processed()
     report: dict[str, Any] = {"machine": machine(), "repeat": args.repeat, "results": {}}
     for batch_size in args.batch_sizes:
         limit = -(-args.triplets // batch_size) if args.triplets else None
-        report["results"][str(batch_size)] = measure(processed, batch_size, args.repeat, limit)
+        report["results"][str(batch_size)] = measure(
+            processed, batch_size, args.repeat, limit, warmup
+        )
     report["model"] = model_summary()
     report["timing"] = (
         "in-loop: on_train_epoch_start to the last optimizer step (RecommenderModule's own "
@@ -205,6 +218,7 @@ def main() -> None:
     )
     report["target"] = f"Lightning in-loop >= {TARGET_RATIO} x bare loop at every batch size"
     report["target_met"] = all(row["target_met"] for row in report["results"].values())
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     path = save("train_throughput", report, quick=args.quick)
     console.print(f"wrote {path}")
     Console().print(table(report))

@@ -48,7 +48,10 @@ def instantiate_loggers(group: DictConfig | None, ckpt_path: str | None) -> list
 def log_config(loggers: list[Any], cfg: DictConfig) -> None:
     """The resolved config as hyper-parameters; a resumed MLflow run only gets the new ones
     (MLflow refuses to change a logged param, and a resume changes e.g. `ckpt_path`)."""
-    params = OmegaConf.to_container(cfg, resolve=True)
+    if not loggers:
+        return
+    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])  # compose() keeps it
+    params = OmegaConf.to_container(job, resolve=True)
     for lg in loggers:
         if cfg.get("ckpt_path") and type(lg).__name__ == "MLFlowLogger":
             from recsys.tracking.mlflow import log_new_params

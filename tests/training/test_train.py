@@ -83,3 +83,25 @@ def test_bad_processed_dir_is_a_user_error(tmp_path):
     cfg = train_config(tmp_path / "missing", tmp_path)
     with pytest.raises(RecsysError, match="recsys-preprocess"):
         train(cfg)
+
+
+def test_neumf_from_pretrained_gmf_and_mlp(small_processed, tmp_path):
+    """The NCF paper's recipe through the shipped experiment config."""
+    for model in ("gmf", "mlp"):
+        train(train_config(small_processed, tmp_path / model, f"model={model}", "test=false"))
+    gmf_ckpt = tmp_path / "gmf" / "checkpoints" / "best.ckpt"
+    mlp_ckpt = tmp_path / "mlp" / "checkpoints" / "best.ckpt"
+    cfg = train_config(
+        small_processed,
+        tmp_path / "neumf",
+        "experiment=neumf_pretrained",
+        f"model.net.pretrained_gmf={gmf_ckpt}",
+        f"model.net.pretrained_mlp={mlp_ckpt}",
+        "trainer.max_epochs=1",
+    )
+    metrics, objects = train(cfg)
+    gmf, _ = load_net(gmf_ckpt)
+    neumf = objects["module"].net
+    # Initialised from the GMF (then fine-tuned one epoch: close, not equal).
+    assert neumf.gmf_item.weight.shape == gmf.item_emb.weight.shape
+    assert metrics["val/ndcg@10"] > 0
