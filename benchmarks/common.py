@@ -78,6 +78,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def finish(report: dict[str, Any]) -> dict[str, Any]:
+    """Verdict over the configs run so far (results[threads][batch]): each is saved as soon as
+    it is measured, so a long run that is cut short keeps what it had."""
+    rows = [row for by_batch in report["results"].values() for row in by_batch.values()]
+    report["target_met"] = all(row["target_met"] for row in rows)
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
 def write_result(name: str, report: dict[str, Any], quick: bool = False) -> Path:
     """benchmarks/results/<name>.json, written atomically (a killed run leaves the old one);
     smoke runs go to benchmarks/.work/results/ so they never replace a real measurement."""

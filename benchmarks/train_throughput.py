@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import build_neumf, console, machine, neumf_config, spread, synthetic_processed
+from common import build_neumf, console, finish, machine, neumf_config, spread, synthetic_processed
 from common import write_result as save
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -127,7 +127,8 @@ def measure(
         rates["end_to_end"].append(lt["samples"] / lt["end_to_end_s"])
         rates["paired"].append(rates["lightning"][-1] / rates["bare"][-1])
         console.print(
-            f"batch {batch_size} repeat {r + 1}/{repeat}: bare {rates['bare'][-1]:,.0f}/s, "
+            f"threads {torch.get_num_threads()} batch {batch_size} repeat {r + 1}/{repeat}: "
+            f"bare {rates['bare'][-1]:,.0f}/s, "
             f"lightning {rates['lightning'][-1]:,.0f}/s in-loop, "
             f"{rates['end_to_end'][-1]:,.0f}/s end-to-end ({lt['end_to_end_s']:.2f}s), "
             f"load {os.getloadavg()[0]:.1f}"
@@ -155,27 +156,27 @@ def model_summary() -> dict[str, Any]:
 
 
 def table(report: dict[str, Any]) -> Table:
-    threads = report["machine"]["torch_threads"]
-    out = Table(
-        title=f"NeuMF training, triplets/s, {threads} torch threads "
-        f"(median of {report['repeat']}, min-max)"
-    )
-    for col in ("batch", "bare loop", "Lightning in-loop", "ratio", "Lightning end-to-end", "ok"):
+    out = Table(title=f"NeuMF training, triplets/s (median of {report['repeat']}, min-max)")
+    cols = ("threads", "batch", "bare loop", "Lightning in-loop", "ratio", "Lightning e2e", "ok")
+    for col in cols:
         out.add_column(col, justify="right")
 
     def cell(s: dict[str, Any]) -> str:
         return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
 
-    for batch, row in report["results"].items():
-        paired = row["ratio_paired"]
-        out.add_row(
-            batch,
-            cell(row["bare_triplets_per_s"]),
-            cell(row["lightning_triplets_per_s"]),
-            f"{row['ratio']:.3f} ({paired['min']:.2f}-{paired['max']:.2f})",
-            f"{cell(row['lightning_end_to_end_triplets_per_s'])} x{row['end_to_end_ratio']:.2f}",
-            "yes" if row["target_met"] else "NO",
-        )
+    for threads, rows in report["results"].items():
+        for batch, row in rows.items():
+            paired = row["ratio_paired"]
+            out.add_row(
+                threads,
+                batch,
+                cell(row["bare_triplets_per_s"]),
+                cell(row["lightning_triplets_per_s"]),
+                f"{row['ratio']:.3f} ({paired['min']:.2f}-{paired['max']:.2f})",
+                f"{row['lightning_end_to_end_triplets_per_s']['median']:,.0f} "
+                f"(x{row['end_to_end_ratio']:.2f})",
+                "yes" if row["target_met"] else "NO",
+            )
     return out
 
 
@@ -194,32 +195,38 @@ def main() -> None:
         "--triplets", type=int, default=0, help="triplets per run (0: one whole epoch, ~227k)"
     )
     parser.add_argument(
-        "--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads"
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[torch.get_num_threads()],
+        help="torch intra-op thread counts to run (default: torch's own, one per core)",
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 8k triplets, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4k triplets, 1 repeat")
     args = parser.parse_args()
     warmup = WARMUP_BATCHES
     if args.quick:
-        args.repeat, args.triplets, warmup = 1, args.triplets or 8_192, 4
-    torch.set_num_threads(args.threads)
+        args.repeat, args.triplets, warmup = 1, args.triplets or 4_096, 4
     quiet_lightning()
     processed = synthetic_processed()
-    report: dict[str, Any] = {"machine": machine(), "repeat": args.repeat, "results": {}}
-    for batch_size in args.batch_sizes:
-        limit = -(-args.triplets // batch_size) if args.triplets else None
-        report["results"][str(batch_size)] = measure(
-            processed, batch_size, args.repeat, limit, warmup
-        )
-    report["model"] = model_summary()
-    report["timing"] = (
-        "in-loop: on_train_epoch_start to the last optimizer step (RecommenderModule's own "
-        "train_samples / train_seconds; includes sampling the epoch), the target's number; "
-        "end-to-end: Trainer construction + trainer.fit (setup, sampler, val set, teardown)"
-    )
-    report["target"] = f"Lightning in-loop >= {TARGET_RATIO} x bare loop at every batch size"
-    report["target_met"] = all(row["target_met"] for row in report["results"].values())
-    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    path = save("train_throughput", report, quick=args.quick)
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "repeat": args.repeat,
+        "model": model_summary(),
+        "timing": (
+            "in-loop: on_train_epoch_start to the last optimizer step (RecommenderModule's own "
+            "train_samples / train_seconds; includes sampling the epoch), the target's number; "
+            "end-to-end: Trainer construction + trainer.fit (setup, sampler, val set, teardown)"
+        ),
+        "target": f"Lightning in-loop >= {TARGET_RATIO} x bare loop at every batch size",
+        "results": {},
+    }
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        rows = report["results"][str(threads)] = {}
+        for batch_size in args.batch_sizes:
+            limit = -(-args.triplets // batch_size) if args.triplets else None
+            rows[str(batch_size)] = measure(processed, batch_size, args.repeat, limit, warmup)
+            path = save("train_throughput", finish(report), quick=args.quick)
     console.print(f"wrote {path}")
     Console().print(table(report))
 

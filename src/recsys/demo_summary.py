@@ -20,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     metrics = json.loads((args.eval_dir / "metrics.json").read_text())
-    table = Table(title=f"Test metrics ({metrics['n_users']} users, full ranking)")
+    table = Table(title="Test metrics", caption=f"{metrics['n_users']} users, full ranking")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in sorted(metrics.items()):

@@ -410,3 +410,20 @@ def test_recommender_needs_users_and_items():
         MF(0, 5)
     with pytest.raises(ValueError, match="at least one layer"):
         MLP(3, 5, layers=[])
+
+
+def test_neumf_fixed_gmf_head_stays_ones_while_the_rest_learns():
+    torch.manual_seed(0)
+    net = NeuMF(20, 30, gmf_dim=4, mlp_dim=4, layers=[4], learn_gmf_head=False)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    before = net.head.weight.detach().clone()
+    for _ in range(3):
+        users, items = torch.randint(20, (16,)), torch.randint(30, (16,))
+        optimizer.zero_grad()
+        net.score(users, items).sum().backward()
+        optimizer.step()
+    after = net.head.weight.detach()
+    assert torch.equal(after[0, :4], torch.ones(4))
+    assert not torch.equal(after[0, 4:], before[0, 4:])
+    rebuilt = build_net(net.spec())
+    assert rebuilt.learn_gmf_head is False

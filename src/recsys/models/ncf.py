@@ -181,9 +181,11 @@ class NeuMF(Recommender):
         pretrained_mlp: str | None = None,
         alpha: float = 0.5,
         item_bias: bool = True,
+        learn_gmf_head: bool = True,
     ) -> None:
         super().__init__(n_users, n_items)
         self.item_bias = item_bias
+        self.learn_gmf_head = learn_gmf_head
         self.gmf_dim = gmf_dim
         self.mlp_dim = mlp_dim
         self.layers = list(layers)
@@ -203,11 +205,19 @@ class NeuMF(Recommender):
         self.bias = nn.Embedding(n_items, 1) if item_bias else None
         if self.bias is not None:
             nn.init.zeros_(self.bias.weight)
-        with torch.no_grad():  # GMF half as plain MF, MLP half small: the dot product leads early
+        with torch.no_grad():
+            # Starts as plain MF (GMF head ones, MLP head zeros): the MLP tower adds to a
+            # working dot product only as far as it helps, instead of adding noise from step 0.
             self.head.weight[0, :gmf_dim] = 1.0
-            nn.init.xavier_uniform_(self.head.weight[:, gmf_dim:])
+            self.head.weight[0, gmf_dim:] = 0.0
         if pretrained_gmf or pretrained_mlp:
             self._load_pretrained()
+        if not learn_gmf_head:
+            # The GMF half stays a plain dot product: the L2 on embeddings cannot be undone by
+            # shrinking them while h grows (h itself carries no penalty).
+            mask = torch.ones_like(self.head.weight)
+            mask[0, :gmf_dim] = 0.0
+            self.head.weight.register_hook(lambda grad: grad * mask)
 
     def _heads(self) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.head.weight[0]
