@@ -49,8 +49,10 @@ train: setup  ## train on DATA (default: the demo data) with TRAIN_ARGS override
 sweep: setup  ## Hydra multirun over SWEEP_ARGS (default: model=mf,gmf,neumf) on DATA
 	$(BIN)/recsys-train -m data.processed_dir=$(DATA) $(SWEEP_ARGS) $(TRAIN_ARGS)
 
-bench: setup  ## preprocessing benchmark vs pandas and a bare polars read -> benchmarks/results/
+bench: setup  ## preprocessing, training throughput and evaluation speed -> benchmarks/results/
 	$(BIN)/python benchmarks/preprocess.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/eval_speed.py
 
 lint: setup  ## ruff
 	$(BIN)/ruff check src tests benchmarks

@@ -3,6 +3,7 @@ timing statistics and atomic JSON results, so both report the same way."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -85,6 +86,13 @@ def finish(report: dict[str, Any]) -> dict[str, Any]:
     report["target_met"] = all(row["target_met"] for row in rows)
     report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
+
+
+def earlier_results(name: str) -> dict[str, Any]:
+    """Rows of benchmarks/results/<name>.json, for --merge: a slow thread count can then be
+    measured in its own run without discarding the others."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text())["results"] if path.exists() else {}
 
 
 def write_result(name: str, report: dict[str, Any], quick: bool = False) -> Path:

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import build_neumf, console, finish, machine, spread
-from common import write_result as save
+from common import build_neumf, console, earlier_results, finish, machine, spread, write_result
 from rich.console import Console
 from rich.table import Table
 
@@ -32,7 +31,7 @@ from recsys.models.base import Recommender
 TARGET_SECONDS = 5.0
 KS = (10, 20)
 BATCH_SIZES = (256, 1024, 4096)
-# Per-pair activations of the naive scorer grow with pairs per call: this bounds them (~1 GiB).
+# Per-pair activations of the naive scorer grow with pairs per call: this bounds them (~0.5 GiB).
 NAIVE_PAIRS = 1 << 18
 
 
@@ -170,6 +169,7 @@ def measure(net: Recommender, evalset: EvalSet, batch_size: int, repeat: int) ->
             f"{seconds:.2f}s wall, {cpu[-1]:.2f}s CPU, load {os.getloadavg()[0]:.1f}"
         )
     return {
+        "repeat": repeat,
         "seconds": spread(wall),
         "cpu_seconds": spread(cpu),
         "users_per_s": round(evalset.users.numel() / statistics.median(wall)),
@@ -198,6 +198,9 @@ def main() -> None:
         "--naive-users", type=int, default=1_500, help="users for the naive baseline (0: skip)"
     )
     parser.add_argument(
+        "--merge", action="store_true", help="keep the other thread counts' rows of the last run"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1,500 users, 1 repeat, batch 1024"
     )
     args = parser.parse_args()
@@ -220,7 +223,7 @@ def main() -> None:
         "model": net.spec() | {"n_users": args.users, "n_items": args.items},
         "ks": list(KS),
         "target": f"median wall < {TARGET_SECONDS} s at every eval batch size",
-        "results": {},
+        "results": earlier_results("eval_speed") if args.merge else {},
     }
     ranked: list = []
     for threads in args.threads:
@@ -230,13 +233,13 @@ def main() -> None:
         for batch_size in args.batch_sizes:
             rows[str(batch_size)] = measure(net, evalset, batch_size, args.repeat)
             ranked = rows[str(batch_size)].pop("ranked")
-            path = save("eval_speed", finish(report), quick=args.quick)
+            path = write_result("eval_speed", finish(report), quick=args.quick)
     if args.naive_users:
         report["naive"] = naive(net, evalset, args.naive_users, ranked)
         console.print(f"naive per-pair scorer: {report['naive']}")
-        path = save("eval_speed", finish(report), quick=args.quick)
+        path = write_result("eval_speed", finish(report), quick=args.quick)
     console.print(f"wrote {path}")
-    Console().print(table(report))
+    Console(width=130).print(table(report))
 
 
 if __name__ == "__main__":

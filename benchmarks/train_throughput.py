@@ -23,8 +23,17 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import build_neumf, console, finish, machine, neumf_config, spread, synthetic_processed
-from common import write_result as save
+from common import (
+    build_neumf,
+    console,
+    earlier_results,
+    finish,
+    machine,
+    neumf_config,
+    spread,
+    synthetic_processed,
+    write_result,
+)
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -136,6 +145,7 @@ def measure(
     bare = statistics.median(rates["bare"])
     ratio = statistics.median(rates["lightning"]) / bare
     return {
+        "repeat": repeat,
         "triplets_per_epoch": b["samples"],
         "steps": -(-b["samples"] // batch_size),
         "bare_triplets_per_s": spread(rates["bare"], 0),
@@ -201,6 +211,9 @@ def main() -> None:
         default=[torch.get_num_threads()],
         help="torch intra-op thread counts to run (default: torch's own, one per core)",
     )
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the other thread counts' rows of the last run"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 4k triplets, 1 repeat")
     args = parser.parse_args()
     warmup = WARMUP_BATCHES
@@ -218,7 +231,7 @@ def main() -> None:
             "end-to-end: Trainer construction + trainer.fit (setup, sampler, val set, teardown)"
         ),
         "target": f"Lightning in-loop >= {TARGET_RATIO} x bare loop at every batch size",
-        "results": {},
+        "results": earlier_results("train_throughput") if args.merge else {},
     }
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -226,9 +239,9 @@ def main() -> None:
         for batch_size in args.batch_sizes:
             limit = -(-args.triplets // batch_size) if args.triplets else None
             rows[str(batch_size)] = measure(processed, batch_size, args.repeat, limit, warmup)
-            path = save("train_throughput", finish(report), quick=args.quick)
+            path = write_result("train_throughput", finish(report), quick=args.quick)
     console.print(f"wrote {path}")
-    Console().print(table(report))
+    Console(width=130).print(table(report))
 
 
 if __name__ == "__main__":
