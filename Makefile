@@ -9,6 +9,7 @@ TORCH_VERSION ?= 2.13.0
 # Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 DEMO_DIR ?= data/demo
+DEMO_EPOCHS ?= 20
 PYTEST_ARGS ?=
 # Training settings for `make train` / `make sweep` (any recsys-train override).
 DATA ?= $(DEMO_DIR)/processed
@@ -34,8 +35,9 @@ $(VENV)/.installed: pyproject.toml
 demo: setup  ## synthetic data -> preprocess -> train NeuMF (MLflow) -> evaluate on test
 	$(BIN)/recsys-generate out=$(DEMO_DIR)/reviews.jsonl.gz
 	$(BIN)/recsys-preprocess data.input=$(DEMO_DIR)/reviews.jsonl.gz data.processed_dir=$(DEMO_DIR)/processed
+	@# 20 epochs keep the demo within minutes on 2 cores (the default allows up to 50).
 	$(BIN)/recsys-train data.processed_dir=$(DEMO_DIR)/processed hydra.run.dir=$(DEMO_DIR)/train \
-	  callbacks.rich_progress_bar=null
+	  trainer.max_epochs=$(DEMO_EPOCHS) callbacks.rich_progress_bar=null
 	$(BIN)/recsys-eval ckpt_path=$(DEMO_DIR)/train/checkpoints/best.ckpt \
 	  data.processed_dir=$(DEMO_DIR)/processed eval.output_dir=$(DEMO_DIR)/eval
 	@$(BIN)/python -m recsys.demo_summary --run-dir $(DEMO_DIR)/train --eval-dir $(DEMO_DIR)/eval

@@ -48,6 +48,8 @@ TARGET_RATIO = 0.9  # Lightning in-loop triplets/s over the bare loop's, at ever
 BATCH_SIZES = (256, 1024, 4096)
 WARMUP_BATCHES = 20
 SIZED_BY_DATA = ("n_users", "n_items")
+# Reseeded just before each epoch: equal dropout masks make the two nets' weights comparable.
+DROPOUT_SEED = 1
 
 
 def trainer_kwargs(limit_batches: int | None) -> dict[str, Any]:
@@ -76,6 +78,7 @@ def lightning_run(processed: Path, batch_size: int, limit_batches: int | None) -
     )
     start = time.perf_counter()
     trainer = L.Trainer(**trainer_kwargs(limit_batches))
+    torch.manual_seed(DROPOUT_SEED)
     trainer.fit(module, datamodule=datamodule)
     end_to_end = time.perf_counter() - start
     return {
@@ -96,6 +99,8 @@ def bare_run(processed: Path, batch_size: int, limit_batches: int | None) -> dic
     optimizer = instantiate(cfg.optimizer)(params=net.parameters())
     l2_reg = float(cfg.l2_reg)
     net.train()
+    torch.manual_seed(DROPOUT_SEED)
+    torch.empty((), dtype=torch.int64).random_()  # as Lightning's DataLoader draws its base seed
     start = time.perf_counter()
     triplets = BPRTriplets(train.users, train.items, sampler, batch_size, seed=0)
     samples = 0
