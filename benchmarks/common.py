@@ -88,11 +88,11 @@ def finish(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def earlier_results(name: str) -> dict[str, Any]:
-    """Rows of benchmarks/results/<name>.json, for --merge: a slow thread count can then be
-    measured in its own run without discarding the others."""
+def earlier_report(name: str) -> dict[str, Any]:
+    """benchmarks/results/<name>.json for --merge: a config re-measured in a later run (a slow
+    thread count, a noisy batch size) replaces its row and the other rows stay."""
     path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text())["results"] if path.exists() else {}
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_result(name: str, report: dict[str, Any], quick: bool = False) -> Path:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import build_neumf, console, earlier_results, finish, machine, spread, write_result
+from common import build_neumf, console, earlier_report, finish, machine, spread, write_result
 from rich.console import Console
 from rich.table import Table
 
@@ -138,17 +138,18 @@ def table(report: dict[str, Any]) -> Table:
     size = report["size"]
     out = Table(
         title=f"NeuMF full ranking, {size['users']:,} users x {size['items']:,} items, "
-        f"K={list(KS)}: wall seconds, median of {report['repeat']} (min-max); CPU seconds"
+        f"K={list(KS)}: seconds, median (min-max) of n repeats"
     )
-    cols = ("threads", "eval batch", "wall s", "min-max", "CPU s", "MLP tower s", "ok")
+    cols = ("threads", "eval batch", "n", "wall s", "min-max", "CPU s", "MLP tower s", "ok")
     for col in cols:
         out.add_column(col, justify="right")
-    for threads, rows in report["results"].items():
-        for batch, row in rows.items():
+    for threads, rows in sorted(report["results"].items(), key=lambda kv: int(kv[0])):
+        for batch, row in sorted(rows.items(), key=lambda kv: int(kv[0])):
             s = row["seconds"]
             out.add_row(
                 threads,
                 batch,
+                str(row["repeat"]),
                 f"{s['median']:.2f}",
                 f"{s['min']:.2f}-{s['max']:.2f}",
                 f"{row['cpu_seconds']['median']:.2f}",
@@ -160,6 +161,7 @@ def table(report: dict[str, Any]) -> Table:
         out.add_row(
             str(nv["threads"]),
             "naive",
+            "1",
             f"~{nv['extrapolated_seconds']:.0f}",
             f"({nv['seconds']:.1f} s / {nv['users']:,} users)",
         )
@@ -207,7 +209,7 @@ def main() -> None:
         "--naive-users", type=int, default=1_500, help="users for the naive baseline (0: skip)"
     )
     parser.add_argument(
-        "--merge", action="store_true", help="keep the other thread counts' rows of the last run"
+        "--merge", action="store_true", help="keep the last run's rows this run does not redo"
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1,500 users, 1 repeat, batch 1024"
@@ -232,13 +234,18 @@ def main() -> None:
         "model": net.spec() | {"n_users": args.users, "n_items": args.items},
         "ks": list(KS),
         "target": f"median wall < {TARGET_SECONDS} s at every eval batch size",
-        "results": earlier_results("eval_speed") if args.merge else {},
+        "results": {},
     }
+    if args.merge:
+        earlier = earlier_report("eval_speed")
+        report["results"] = earlier.get("results", {})
+        if "naive" in earlier:
+            report["naive"] = earlier["naive"]
     ranked: list = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         timed_eval(net, dataclasses.replace(evalset, users=evalset.users[:256]), 256)  # warm-up
-        rows = report["results"][str(threads)] = {}
+        rows = report["results"].setdefault(str(threads), {})
         for batch_size in args.batch_sizes:
             rows[str(batch_size)] = measure(net, evalset, batch_size, args.repeat)
             ranked = rows[str(batch_size)].pop("ranked")

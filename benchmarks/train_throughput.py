@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from common import (
     build_neumf,
     console,
-    earlier_results,
+    earlier_report,
     finish,
     machine,
     neumf_config,
@@ -171,20 +171,21 @@ def model_summary() -> dict[str, Any]:
 
 
 def table(report: dict[str, Any]) -> Table:
-    out = Table(title=f"NeuMF training, triplets/s (median of {report['repeat']}, min-max)")
-    cols = ("threads", "batch", "bare loop", "Lightning in-loop", "ratio", "Lightning e2e", "ok")
-    for col in cols:
+    out = Table(title="NeuMF training, triplets/s: median (min-max) of n repeats")
+    cols = ("threads", "batch", "n", "bare loop", "Lightning in-loop", "ratio", "Lightning e2e")
+    for col in (*cols, "ok"):
         out.add_column(col, justify="right")
 
     def cell(s: dict[str, Any]) -> str:
         return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
 
-    for threads, rows in report["results"].items():
-        for batch, row in rows.items():
+    for threads, rows in sorted(report["results"].items(), key=lambda kv: int(kv[0])):
+        for batch, row in sorted(rows.items(), key=lambda kv: int(kv[0])):
             paired = row["ratio_paired"]
             out.add_row(
                 threads,
                 batch,
+                str(row["repeat"]),
                 cell(row["bare_triplets_per_s"]),
                 cell(row["lightning_triplets_per_s"]),
                 f"{row['ratio']:.3f} ({paired['min']:.2f}-{paired['max']:.2f})",
@@ -217,7 +218,7 @@ def main() -> None:
         help="torch intra-op thread counts to run (default: torch's own, one per core)",
     )
     parser.add_argument(
-        "--merge", action="store_true", help="keep the other thread counts' rows of the last run"
+        "--merge", action="store_true", help="keep the last run's rows this run does not redo"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 4k triplets, 1 repeat")
     args = parser.parse_args()
@@ -236,11 +237,11 @@ def main() -> None:
             "end-to-end: Trainer construction + trainer.fit (setup, sampler, val set, teardown)"
         ),
         "target": f"Lightning in-loop >= {TARGET_RATIO} x bare loop at every batch size",
-        "results": earlier_results("train_throughput") if args.merge else {},
+        "results": earlier_report("train_throughput").get("results", {}) if args.merge else {},
     }
     for threads in args.threads:
         torch.set_num_threads(threads)
-        rows = report["results"][str(threads)] = {}
+        rows = report["results"].setdefault(str(threads), {})
         for batch_size in args.batch_sizes:
             limit = -(-args.triplets // batch_size) if args.triplets else None
             rows[str(batch_size)] = measure(processed, batch_size, args.repeat, limit, warmup)
