@@ -88,6 +88,31 @@ def finish(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def add_run_options(parser: Any, batch_sizes: tuple[int, ...]) -> None:
+    """Options both benchmarks share: repeats, batch sizes, thread counts, --merge."""
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(batch_sizes))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[torch.get_num_threads()],
+        help="torch intra-op thread counts to run (default: torch's own, one per core)",
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the last run's rows this run does not redo"
+    )
+
+
+def sorted_rows(report: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(threads, batch, row) of a report's results, in numeric order, for the tables."""
+    return [
+        (threads, batch, row)
+        for threads, rows in sorted(report["results"].items(), key=lambda kv: int(kv[0]))
+        for batch, row in sorted(rows.items(), key=lambda kv: int(kv[0]))
+    ]
+
+
 def earlier_report(name: str) -> dict[str, Any]:
     """benchmarks/results/<name>.json for --merge: a config re-measured in a later run (a slow
     thread count, a noisy batch size) replaces its row and the other rows stay."""

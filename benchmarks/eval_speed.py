@@ -19,7 +19,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import build_neumf, console, earlier_report, finish, machine, spread, write_result
+from common import (
+    add_run_options,
+    build_neumf,
+    console,
+    earlier_report,
+    finish,
+    machine,
+    sorted_rows,
+    spread,
+    write_result,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -143,19 +153,18 @@ def table(report: dict[str, Any]) -> Table:
     cols = ("threads", "eval batch", "n", "wall s", "min-max", "CPU s", "MLP tower s", "ok")
     for col in cols:
         out.add_column(col, justify="right")
-    for threads, rows in sorted(report["results"].items(), key=lambda kv: int(kv[0])):
-        for batch, row in sorted(rows.items(), key=lambda kv: int(kv[0])):
-            s = row["seconds"]
-            out.add_row(
-                threads,
-                batch,
-                str(row["repeat"]),
-                f"{s['median']:.2f}",
-                f"{s['min']:.2f}-{s['max']:.2f}",
-                f"{row['cpu_seconds']['median']:.2f}",
-                f"{row['breakdown']['mlp_tower_s']:.2f}",
-                "yes" if row["target_met"] else "NO",
-            )
+    for threads, batch, row in sorted_rows(report):
+        s = row["seconds"]
+        out.add_row(
+            threads,
+            batch,
+            str(row["repeat"]),
+            f"{s['median']:.2f}",
+            f"{s['min']:.2f}-{s['max']:.2f}",
+            f"{row['cpu_seconds']['median']:.2f}",
+            f"{row['breakdown']['mlp_tower_s']:.2f}",
+            "yes" if row["target_met"] else "NO",
+        )
     if "naive" in report:
         nv = report["naive"]
         out.add_row(
@@ -192,24 +201,13 @@ def measure(net: Recommender, evalset: EvalSet, batch_size: int, repeat: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=3)
+    add_run_options(parser, BATCH_SIZES)
     parser.add_argument("--users", type=int, default=15_000)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--seen", type=float, default=20.0, help="mean seen items per user")
     parser.add_argument("--relevant", type=float, default=3.0, help="mean relevant per user")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
-    parser.add_argument(
-        "--threads",
-        type=int,
-        nargs="+",
-        default=[torch.get_num_threads()],
-        help="torch intra-op thread counts to run (default: torch's own, one per core)",
-    )
     parser.add_argument(
         "--naive-users", type=int, default=1_500, help="users for the naive baseline (0: skip)"
-    )
-    parser.add_argument(
-        "--merge", action="store_true", help="keep the last run's rows this run does not redo"
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1,500 users, 1 repeat, batch 1024"

@@ -24,12 +24,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from common import (
+    add_run_options,
     build_neumf,
     console,
     earlier_report,
     finish,
     machine,
     neumf_config,
+    sorted_rows,
     spread,
     synthetic_processed,
     write_result,
@@ -179,20 +181,19 @@ def table(report: dict[str, Any]) -> Table:
     def cell(s: dict[str, Any]) -> str:
         return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
 
-    for threads, rows in sorted(report["results"].items(), key=lambda kv: int(kv[0])):
-        for batch, row in sorted(rows.items(), key=lambda kv: int(kv[0])):
-            paired = row["ratio_paired"]
-            out.add_row(
-                threads,
-                batch,
-                str(row["repeat"]),
-                cell(row["bare_triplets_per_s"]),
-                cell(row["lightning_triplets_per_s"]),
-                f"{row['ratio']:.3f} ({paired['min']:.2f}-{paired['max']:.2f})",
-                f"{row['lightning_end_to_end_triplets_per_s']['median']:,.0f} "
-                f"(x{row['end_to_end_ratio']:.2f})",
-                "yes" if row["target_met"] else "NO",
-            )
+    for threads, batch, row in sorted_rows(report):
+        paired = row["ratio_paired"]
+        out.add_row(
+            threads,
+            batch,
+            str(row["repeat"]),
+            cell(row["bare_triplets_per_s"]),
+            cell(row["lightning_triplets_per_s"]),
+            f"{row['ratio']:.3f} ({paired['min']:.2f}-{paired['max']:.2f})",
+            f"{row['lightning_end_to_end_triplets_per_s']['median']:,.0f} "
+            f"(x{row['end_to_end_ratio']:.2f})",
+            "yes" if row["target_met"] else "NO",
+        )
     return out
 
 
@@ -205,20 +206,9 @@ def quiet_lightning() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    add_run_options(parser, BATCH_SIZES)
     parser.add_argument(
         "--triplets", type=int, default=0, help="triplets per run (0: one whole epoch, ~227k)"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        nargs="+",
-        default=[torch.get_num_threads()],
-        help="torch intra-op thread counts to run (default: torch's own, one per core)",
-    )
-    parser.add_argument(
-        "--merge", action="store_true", help="keep the last run's rows this run does not redo"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 4k triplets, 1 repeat")
     args = parser.parse_args()

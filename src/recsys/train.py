@@ -19,13 +19,15 @@ from recsys.errors import RecsysError, exit_on_user_error
 log = logging.getLogger(__name__)
 
 
+def _target_nodes(group: DictConfig | None) -> list[DictConfig]:
+    """The `_target_` entries of a callbacks/logger group (entries set to null are skipped)."""
+    return [node for node in (group or {}).values() if node and "_target_" in node]
+
+
 def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Every `_target_` entry of a callbacks/logger group (entries set to null are skipped)."""
     from hydra.utils import instantiate
 
-    if not group:
-        return []
-    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+    return [instantiate(node) for node in _target_nodes(group)]
 
 
 def instantiate_loggers(group: DictConfig | None, ckpt_path: str | None) -> list[Any]:
@@ -33,27 +35,27 @@ def instantiate_loggers(group: DictConfig | None, ckpt_path: str | None) -> list
     from hydra.utils import instantiate
 
     loggers = []
-    for node in (group or {}).values():
-        if not node or "_target_" not in node:
-            continue
+    for node in _target_nodes(group):
+        kwargs = {}
         if ckpt_path and node._target_.endswith("MLFlowLogger") and not node.get("run_id"):
             from recsys.tracking.mlflow import resume_run_id
 
-            loggers.append(instantiate(node, run_id=resume_run_id(ckpt_path)))
-        else:
-            loggers.append(instantiate(node))
+            kwargs["run_id"] = resume_run_id(ckpt_path)
+        loggers.append(instantiate(node, **kwargs))
     return loggers
 
 
 def log_config(loggers: list[Any], cfg: DictConfig) -> None:
     """The resolved config as hyper-parameters; a resumed MLflow run only gets the new ones
     (MLflow refuses to change a logged param, and a resume changes e.g. `ckpt_path`)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
     if not loggers:
         return
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])  # compose() keeps it
     params = OmegaConf.to_container(job, resolve=True)
     for lg in loggers:
-        if cfg.get("ckpt_path") and type(lg).__name__ == "MLFlowLogger":
+        if cfg.get("ckpt_path") and isinstance(lg, MLFlowLogger):
             from recsys.tracking.mlflow import log_new_params
 
             log_new_params(lg, params)
@@ -83,8 +85,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import lightning as L
     from hydra.utils import instantiate
 
+    from recsys.data.io import write_json
     from recsys.training.ddp import ddp_job, wait_for_children
-    from recsys.training.results import collect_metrics, write_metrics
+    from recsys.training.results import collect_metrics
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
@@ -104,7 +107,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         best = _best_checkpoint(trainer)
         metrics = collect_metrics(trainer, module, datamodule, best, test=cfg.get("test", True))
         if trainer.is_global_zero:
-            write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+            write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
             _track(cfg, loggers, trainer, datamodule, metrics, best)
         wait_for_children(trainer)
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "best": best}

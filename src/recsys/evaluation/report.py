@@ -100,5 +100,5 @@ def evaluate_checkpoint(
     out = Path(output_dir)
     with atomic_file(out / "topk.parquet") as fh:
         frame.write_parquet(fh)
-    write_json(out / "metrics.json", dict(sorted(metrics.items())))
+    write_json(out / "metrics.json", metrics)  # keys sorted by write_json
     return metrics

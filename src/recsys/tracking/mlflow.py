@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 REGISTERED_MODEL = "recsys"
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
-# Only fit-time validation logs this series: its steps tell epochs from the re-validation of
-# the best checkpoint that follows fit.
-FIT_VALIDATION_KEY = f"val/ndcg@{MONITOR_K}_best"
 CURVES = ("train/loss_epoch", f"val/ndcg@{MONITOR_K}", f"val/recall@{MONITOR_K}")
 PLOT_KS = range(1, 51)
 TOP_K = 10
@@ -161,19 +158,15 @@ def training_curves(client: MlflowClient, run_id: str) -> Figure | None:
     def history(name: str) -> list[Any]:
         return client.get_metric_history(run_id, metric_key(name))
 
-    fit_steps = {m.step for m in history(FIT_VALIDATION_KEY)}
-    if not fit_steps:
+    # Loggers only see fit-time validation (collect_metrics re-validates without them).
+    if not history(f"val/ndcg@{MONITOR_K}"):
         return None
     epoch_of = {m.step: int(m.value) + 1 for m in history("epoch")}
     fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, val_ax = fig.subplots(1, 2)
     for name in CURVES:
         ax = loss_ax if name.startswith("train/") else val_ax
-        points = sorted(
-            (epoch_of[m.step], m.value)
-            for m in history(name)
-            if m.step in epoch_of and (ax is loss_ax or m.step in fit_steps)
-        )
+        points = sorted((epoch_of[m.step], m.value) for m in history(name) if m.step in epoch_of)
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", label=name)
     for ax, title in ((loss_ax, "training loss (BPR)"), (val_ax, "validation")):

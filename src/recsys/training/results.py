@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-from recsys.data.io import write_json
 
 COUNT_KEYS = ("n_users",)
 
@@ -30,8 +27,8 @@ def collect_metrics(
     try:
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update(_numbers(val[0] if val else {}, "val"))
-        if test:
-            result = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        if test:  # validate() has loaded the best weights into `module`: test those
+            result = trainer.test(module, datamodule=datamodule, verbose=False)
             tested = _numbers(result[0] if result else {}, "test")
             if "test/n_users" in tested:
                 tested["n_users"] = tested.pop("test/n_users")
@@ -43,7 +40,3 @@ def collect_metrics(
         rate = module.train_samples / module.train_seconds * trainer.world_size
         metrics["train/samples_per_sec"] = rate
     return metrics
-
-
-def write_metrics(path: Path, metrics: dict[str, float | int]) -> None:
-    write_json(path, dict(sorted(metrics.items())))
