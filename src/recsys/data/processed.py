@@ -18,11 +18,10 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Interactions:
-    """One split as aligned int64 tensors (users, items) plus timestamps."""
+    """One split as aligned int64 tensors (users, items); the split already encodes time."""
 
     users: torch.Tensor
     items: torch.Tensor
-    timestamps: torch.Tensor
 
     def __len__(self) -> int:
         return self.users.numel()
@@ -47,7 +46,7 @@ class ProcessedData:
 
 def _read_split(path: Path, n_users: int, n_items: int) -> Interactions:
     try:
-        df = pl.read_parquet(path, columns=["user_idx", "item_idx", "timestamp"])
+        df = pl.read_parquet(path, columns=["user_idx", "item_idx"])
     except FileNotFoundError as err:
         raise RecsysError("split file is missing; rerun recsys-preprocess", path=path) from err
     except Exception as err:  # polars raises several types for a damaged or foreign file
@@ -58,8 +57,7 @@ def _read_split(path: Path, n_users: int, n_items: int) -> Interactions:
         raise RecsysError(f"user_idx outside 0..{n_users - 1} of metadata.json", path=path)
     if items.numel() and (int(items.min()) < 0 or int(items.max()) >= n_items):
         raise RecsysError(f"item_idx outside 0..{n_items - 1} of metadata.json", path=path)
-    ts = torch.from_numpy(df["timestamp"].to_numpy().astype(np.int64))
-    return Interactions(users, items, ts)
+    return Interactions(users, items)
 
 
 def read_metadata(processed_dir: str | Path) -> dict[str, Any]:

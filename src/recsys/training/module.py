@@ -61,7 +61,6 @@ class RecommenderModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         users, pos, neg = batch
         self._epoch_samples += users.numel()
-        self._last_batch_end = time.perf_counter()
         if not self.net.trainable:
             return None
         loss, reg = self.bpr_loss(users, pos, neg)
