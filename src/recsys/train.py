@@ -34,6 +34,13 @@ def instantiate_loggers(group: DictConfig | None, ckpt_path: str | None) -> list
     """Loggers; a resumed MLflow logger continues the killed run instead of starting anew."""
     from hydra.utils import instantiate
 
+    # torchrun (the Helm chart's multi-node Job) starts every rank at once with RANK set, and
+    # MLFlowLogger opens its store in __init__: two ranks creating a fresh SQLite/PostgreSQL
+    # schema together fail ("table ... already exists"). Loggers only write from global rank 0,
+    # so the others get none. (Lightning's own launcher sets no RANK and starts its children
+    # after this parent has built its loggers.)
+    if os.environ.get("RANK", "0") != "0":
+        return []
     loggers = []
     for node in _target_nodes(group):
         kwargs = {}
@@ -86,7 +93,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from hydra.utils import instantiate
 
     from recsys.data.io import write_json
-    from recsys.training.ddp import ddp_job, wait_for_children
+    from recsys.training.ddp import ddp_job, leave_process_group, wait_for_children
     from recsys.training.results import collect_metrics
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -106,6 +113,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         best = _best_checkpoint(trainer)
         metrics = collect_metrics(trainer, module, datamodule, best, test=cfg.get("test", True))
+        leave_process_group()  # what follows runs on rank 0 alone
         if trainer.is_global_zero:
             write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
             _track(cfg, loggers, trainer, datamodule, metrics, best)

@@ -55,6 +55,16 @@ def ddp_job(output_dir: str) -> Iterator[None]:
             dist.destroy_process_group()
 
 
+def leave_process_group() -> None:
+    """Every rank, after the last collective: rank 0 then works alone (metrics.json, MLflow),
+    and torchmetrics there (finish_run's test-sample evaluation) would sync with the ranks
+    that have exited, and fail ("Connection closed by peer") or hang, under torchrun and
+    Lightning's launcher alike. Without a process group it computes locally."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def wait_for_children(trainer) -> None:
     """Let ranks 1..N-1 exit before rank 0 prints its last line (stdout is shared)."""
     launcher = getattr(trainer.strategy, "launcher", None)
