@@ -19,8 +19,11 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 # OpenMP threads sleep instead of spinning at barriers: with a busy second core, spinning made
 # torch's 2-thread evaluation and training 10-25x slower; on an idle machine it costs nothing.
 export OMP_WAIT_POLICY ?= PASSIVE
+# BentoML: no usage reporting from demos, tests and benchmarks.
+export BENTOML_DO_NOT_TRACK ?= true
+SERVE_PORT ?= 3000
 
-.PHONY: help setup demo test bench train sweep lint clean distclean
+.PHONY: help setup demo test bench train sweep serve bento helm-lint lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-demo: setup  ## synthetic data -> preprocess -> train NeuMF (MLflow) -> evaluate on test
+demo: setup  ## synthetic data -> preprocess -> train NeuMF (MLflow) -> evaluate -> package for serving
 	$(BIN)/recsys-generate out=$(DEMO_DIR)/reviews.jsonl.gz
 	$(BIN)/recsys-preprocess data.input=$(DEMO_DIR)/reviews.jsonl.gz data.processed_dir=$(DEMO_DIR)/processed
 	@# 20 epochs keep the demo within minutes on 2 cores (the default allows up to 50).
@@ -43,7 +46,9 @@ demo: setup  ## synthetic data -> preprocess -> train NeuMF (MLflow) -> evaluate
 	  trainer.max_epochs=$(DEMO_EPOCHS) callbacks.rich_progress_bar=null
 	$(BIN)/recsys-eval ckpt_path=$(DEMO_DIR)/train/checkpoints/best.ckpt \
 	  data.processed_dir=$(DEMO_DIR)/processed eval.output_dir=$(DEMO_DIR)/eval
-	@$(BIN)/python -m recsys.demo_summary --run-dir $(DEMO_DIR)/train --eval-dir $(DEMO_DIR)/eval
+	$(BIN)/recsys-package ckpt_path=$(DEMO_DIR)/train/checkpoints/best.ckpt | tee $(DEMO_DIR)/package.log
+	@$(BIN)/python -m recsys.demo_summary --run-dir $(DEMO_DIR)/train --eval-dir $(DEMO_DIR)/eval \
+	  --processed-dir $(DEMO_DIR)/processed --bento-tag "$$(tail -n 1 $(DEMO_DIR)/package.log)"
 
 test: setup  ## run the whole test suite (slow tests included)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -54,10 +59,20 @@ train: setup  ## train on DATA (default: the demo data) with TRAIN_ARGS override
 sweep: setup  ## Hydra multirun over SWEEP_ARGS (default: model=mf,gmf,neumf) on DATA
 	$(BIN)/recsys-train -m data.processed_dir=$(DATA) $(SWEEP_ARGS) $(TRAIN_ARGS)
 
-bench: setup  ## preprocessing, training throughput and evaluation speed -> benchmarks/results/
+bench: setup  ## preprocessing, training, evaluation and serving speed -> benchmarks/results/
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/serve_load.py
+
+serve: setup  ## serve the newest packaged `recsys` model on SERVE_PORT (bentoml serve)
+	$(BIN)/bentoml serve --port $(SERVE_PORT)
+
+bento: setup  ## build a Bento (service + code + newest model) from bentofile.yaml, offline
+	$(BIN)/bentoml build
+
+helm-lint: setup  ## lint, render and validate the Helm chart (Kubernetes 1.29 and 1.33, no helm binary)
+	$(BIN)/pytest tests/deploy -q
 
 lint: setup  ## ruff
 	$(BIN)/ruff check src tests benchmarks

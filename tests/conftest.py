@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,15 @@ from recsys.data.synthetic import write_reviews
 # The console scripts of the environment running the tests.
 BIN = Path(sys.executable).parent
 
+# A throwaway BentoML store for the whole run (models, bentos), set before BentoML first reads
+# it: tests must never add to or read from the user's ~/bentoml. Subprocesses inherit it.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="recsys-tests-bentoml-")
+atexit.register(shutil.rmtree, os.environ["BENTOML_HOME"], ignore_errors=True)
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+
 SMALL_SPEC = SyntheticSpec(n_users=1500, n_items=400, n_interactions=30_000, seed=7)
+# ~500 users x 150 items: two epochs train in a second or two.
+TINY_SPEC = SyntheticSpec(n_users=500, n_items=150, n_interactions=8000, seed=3)
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +63,19 @@ def small_processed(small_reviews, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("processed") / "small"
     prepare_dataset(small_reviews, out, PrepareOptions(), console=Console(quiet=True))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_processed(tmp_path_factory) -> Path:
+    """A processed directory small enough that a tracked training run takes seconds."""
+    from rich.console import Console
+
+    from recsys.data.options import PrepareOptions
+    from recsys.data.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    write_reviews(root / "reviews.jsonl", TINY_SPEC)
+    prepare_dataset(
+        root / "reviews.jsonl", root / "processed", PrepareOptions(), console=Console(quiet=True)
+    )
+    return root / "processed"

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 
@@ -17,8 +18,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--eval-dir", type=Path, required=True)
+    parser.add_argument("--processed-dir", type=Path, required=True)
+    parser.add_argument("--bento-tag", required=True, help="the tag recsys-package printed")
     args = parser.parse_args()
-    console = Console()
+    console = Console(soft_wrap=True)  # commands stay on one line, ready to copy
     metrics = json.loads((args.eval_dir / "metrics.json").read_text())
     table = Table(title="Test metrics", caption=f"{metrics['n_users']} users, full ranking")
     table.add_column("metric")
@@ -35,6 +38,25 @@ def main() -> None:
     if run_id:
         console.print(f"MLflow run:  {run_id} (experiment 'recsys', registered model 'recsys')")
     console.print(f"Browse runs: .venv/bin/mlflow ui --backend-store-uri {uri}")
+    console.print(
+        f"BentoML model: {args.bento_tag} (the newest `recsys`, which `make serve` serves)"
+    )
+    user = sample_user(args.processed_dir)
+    console.print("Serve it:    make serve   (or: .venv/bin/bentoml serve, from this directory)")
+    console.print(
+        "Query it:    curl -s -X POST http://127.0.0.1:3000/recommend "
+        f'-H \'Content-Type: application/json\' -d \'{{"user_id": "{user}", "k": 10}}\''
+    )
+    console.print(
+        "Build Bento: make bento   (then `bentoml containerize recsys:latest`; needs Docker)"
+    )
+
+
+def sample_user(processed_dir: Path) -> str:
+    """A user with a test interaction: known to the model, so the answer is personalised."""
+    first = pl.read_parquet(processed_dir / "test.parquet", columns=["user_idx"], n_rows=1)
+    users = pl.read_parquet(processed_dir / "users.parquet")
+    return users.filter(pl.col("user_idx") == first["user_idx"][0])["user_id"][0]
 
 
 if __name__ == "__main__":

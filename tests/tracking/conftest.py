@@ -4,7 +4,6 @@ throwaway PostgreSQL server) and training runs composed with Hydra."""
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import socket
@@ -18,26 +17,9 @@ import mlflow
 import psycopg2
 import pytest
 from hydra import compose, initialize_config_dir
-from rich.console import Console
 
 from recsys.config import CONFIG_DIR
-from recsys.data.options import PrepareOptions, SyntheticSpec
-from recsys.data.prepare import prepare_dataset
-from recsys.data.synthetic import write_reviews
 from recsys.train import train
-
-# ~500 users x 150 items: two epochs train in a second or two.
-TINY_SPEC = SyntheticSpec(n_users=500, n_items=150, n_interactions=8000, seed=3)
-
-
-@pytest.fixture(scope="session")
-def tiny_processed(tmp_path_factory) -> Path:
-    """A processed directory small enough that a tracked training run takes seconds."""
-    root = tmp_path_factory.mktemp("tracking_data")
-    write_reviews(root / "reviews.jsonl", TINY_SPEC)
-    quiet = Console(file=io.StringIO())
-    prepare_dataset(root / "reviews.jsonl", root / "processed", PrepareOptions(), console=quiet)
-    return root / "processed"
 
 
 @contextlib.contextmanager

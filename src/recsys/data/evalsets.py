@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import IterableDataset
 
+from recsys.data.processed import ProcessedData
 from recsys.evaluation.ranking import csr_rows
 
 
@@ -23,6 +24,17 @@ def build_csr(
     indptr = torch.zeros(n_users + 1, dtype=torch.long)
     indptr[1:] = torch.cumsum(counts, 0)
     return indptr, items[order].long()
+
+
+def known_interactions(data: ProcessedData) -> dict[str, torch.Tensor]:
+    """Each user's items over all splits (CSR: what a served model must not recommend again)
+    and the train popularity per item (the cold-start fallback)."""
+    splits = (data.train, data.val, data.test)
+    users = torch.cat([s.users for s in splits])
+    items = torch.cat([s.items for s in splits])
+    indptr, indices = build_csr(users, items, data.n_users)
+    popularity = torch.bincount(data.train.items, minlength=data.n_items)
+    return {"indptr": indptr, "indices": indices, "popularity": popularity}
 
 
 @dataclass(frozen=True)

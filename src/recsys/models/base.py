@@ -18,6 +18,8 @@ class Recommender(nn.Module):
     n_users: int
     n_items: int
     trainable: bool = True
+    # Item-side tensors of `score_items` precomputed for inference (see `use_item_side`).
+    frozen_items: dict[str, torch.Tensor] | None = None
 
     def __init__(self, n_users: int, n_items: int) -> None:
         super().__init__()
@@ -45,6 +47,16 @@ class Recommender(nn.Module):
     def item_embeddings(self) -> torch.Tensor:
         """Item vectors for item-to-item similarity, shape [n_items, d]."""
         raise NotImplementedError
+
+    def item_side(self) -> dict[str, torch.Tensor]:
+        """The item-only factors of `score_items`, computed once: serving stores them so a
+        request pays only for the user side. Empty when scoring uses raw weights anyway."""
+        return {}
+
+    def use_item_side(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Score from precomputed `item_side()` tensors: inference only, as they go stale
+        when the weights change."""
+        self.frozen_items = dict(tensors) if tensors else None
 
     def spec(self) -> dict[str, Any]:
         """Constructor arguments with a Hydra `_target_`: enough to rebuild the net from weights."""

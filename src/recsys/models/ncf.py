@@ -54,12 +54,26 @@ class _MLPPart(nn.Module):
         x = torch.cat([self.user_emb(users), self.item_emb(items)], dim=-1)
         return self.rest(self.first(x))
 
-    def grid(self, users: torch.Tensor, start: int, stop: int, head: torch.Tensor) -> torch.Tensor:
-        """head . tower(u, i) for all users x items start..stop-1, in cache-sized blocks."""
+    def item_part(self) -> torch.Tensor:
+        """The item half of the first layer for every item, [n_items, H]."""
+        return self.item_emb.weight @ self.first.weight[:, self.embedding_dim :].T
+
+    def grid(
+        self,
+        users: torch.Tensor,
+        start: int,
+        stop: int,
+        head: torch.Tensor,
+        item_part: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """head . tower(u, i) for all users x items start..stop-1, in cache-sized blocks;
+        `item_part` is a precomputed `item_part()` (serving)."""
         d = self.embedding_dim
-        w_user, w_item = self.first.weight[:, :d], self.first.weight[:, d:]
-        user_part = self.user_emb(users) @ w_user.T + self.first.bias  # [B, H]
-        item_part = self.item_emb.weight[start:stop] @ w_item.T  # [C, H]
+        user_part = self.user_emb(users) @ self.first.weight[:, :d].T + self.first.bias  # [B, H]
+        if item_part is None:
+            item_part = self.item_emb.weight[start:stop] @ self.first.weight[:, d:].T  # [C, H]
+        else:
+            item_part = item_part[start:stop]
         if torch.is_grad_enabled() and (user_part.requires_grad or item_part.requires_grad):
             return self._grid_autograd(user_part, item_part, head)
         return self._grid_blocked(user_part, item_part, head)
@@ -115,6 +129,8 @@ class GMF(Recommender):
 
     def score_items(self, users, start=0, stop=None):
         stop = self.n_items if stop is None else stop
+        if self.frozen_items:
+            return self.user_emb(users) @ self.frozen_items["item"][start:stop].T
         return (self.user_emb(users) * self.head.weight[0]) @ self.item_emb.weight[start:stop].T
 
     def regularization(self, users, pos, neg):
@@ -122,6 +138,9 @@ class GMF(Recommender):
 
     def item_embeddings(self):
         return self.item_emb.weight
+
+    def item_side(self):
+        return {"item": self.item_emb.weight * self.head.weight[0]}  # the head folded in
 
 
 class MLP(Recommender):
@@ -150,7 +169,8 @@ class MLP(Recommender):
 
     def score_items(self, users, start=0, stop=None):
         stop = self.n_items if stop is None else stop
-        return self.mlp.grid(users, start, stop, self.head.weight[0])
+        frozen = self.frozen_items or {}
+        return self.mlp.grid(users, start, stop, self.head.weight[0], frozen.get("mlp_item"))
 
     def regularization(self, users, pos, neg):
         m = self.mlp
@@ -158,6 +178,9 @@ class MLP(Recommender):
 
     def item_embeddings(self):
         return self.mlp.item_emb.weight
+
+    def item_side(self):
+        return {"mlp_item": self.mlp.item_part()}
 
 
 class NeuMF(Recommender):
@@ -231,10 +254,21 @@ class NeuMF(Recommender):
     def score_items(self, users, start=0, stop=None):
         stop = self.n_items if stop is None else stop
         h_gmf, h_mlp = self._heads()
-        s = (self.gmf_user(users) * h_gmf) @ self.gmf_item.weight[start:stop].T
+        frozen = self.frozen_items or {}
+        if "gmf_item" in frozen:
+            s = self.gmf_user(users) @ frozen["gmf_item"][start:stop].T
+        else:
+            s = (self.gmf_user(users) * h_gmf) @ self.gmf_item.weight[start:stop].T
         if self.bias is not None:
             s = s + self.bias.weight[start:stop, 0]
-        return s + self.mlp.grid(users, start, stop, h_mlp)
+        return s + self.mlp.grid(users, start, stop, h_mlp, frozen.get("mlp_item"))
+
+    def item_side(self):
+        """GMF item vectors with the GMF head folded in, and the MLP's first-layer item half."""
+        return {
+            "gmf_item": self.gmf_item.weight * self._heads()[0],
+            "mlp_item": self.mlp.item_part(),
+        }
 
     def regularization(self, users, pos, neg):
         m = self.mlp

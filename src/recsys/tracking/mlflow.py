@@ -26,7 +26,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from omegaconf import DictConfig, OmegaConf
 
-from recsys.data.evalsets import EvalSet, build_csr
+from recsys.data.evalsets import EvalSet, known_interactions
 from recsys.data.processed import ProcessedData
 from recsys.errors import RecsysError
 from recsys.evaluation.protocols import evaluate_full
@@ -247,17 +247,6 @@ def popularity_figure(
     )
     ax.legend()
     return fig
-
-
-def known_interactions(data: ProcessedData) -> dict[str, torch.Tensor]:
-    """Each user's items over all splits (CSR, excluded from recommendations) and the train
-    popularity (the cold-start fallback)."""
-    splits = (data.train, data.val, data.test)
-    users = torch.cat([s.users for s in splits])
-    items = torch.cat([s.items for s in splits])
-    indptr, indices = build_csr(users, items, data.n_users)
-    popularity = torch.bincount(data.train.items, minlength=data.n_items)
-    return {"indptr": indptr, "indices": indices, "popularity": popularity}
 
 
 def register_model(net: Recommender, meta: dict[str, Any], data: ProcessedData, run_id: str) -> str:

@@ -1,0 +1,1 @@
+"""Packaging (bundle, store) and the BentoML service."""

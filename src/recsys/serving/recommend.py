@@ -1,0 +1,95 @@
+"""Requests answered from a bundle: top-k for users (cold users get popular items) and similar
+items. Plain torch: the BentoML service only validates and forwards, so this is testable alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from recsys.evaluation.ranking import csr_rows, masked_topk
+from recsys.serving.bundle import Bundle
+
+POPULAR = "popular"
+
+
+class UnknownItem(KeyError):
+    """An item id the model has never seen."""
+
+
+class NoItemVectors(ValueError):
+    """The model has no item embeddings (popularity), so no item-to-item similarity."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One user's request: known users carry their index, cold users -1."""
+
+    user_idx: int
+    k: int
+    exclude_seen: bool = True
+
+
+@dataclass(frozen=True)
+class Ranked:
+    items: list[str]
+    scores: list[float]
+    fallback: str | None = None
+
+
+def queries(bundle: Bundle, user_ids: Sequence[str], k: int, exclude_seen: bool) -> list[Query]:
+    return [Query(bundle.user_index.get(u, -1), k, exclude_seen) for u in user_ids]
+
+
+@torch.inference_mode()
+def rank(bundle: Bundle, batch: Sequence[Query]) -> list[Ranked]:
+    """Answers in order. Known users are scored together (one masked top-k per exclude_seen
+    flag, at the largest k asked), so a batch costs about one pass over the catalogue."""
+    answers: list[Ranked | None] = [None] * len(batch)
+    for exclude in (True, False):
+        rows = [i for i, q in enumerate(batch) if q.user_idx >= 0 and q.exclude_seen is exclude]
+        if not rows:
+            continue
+        users = torch.tensor([batch[i].user_idx for i in rows], dtype=torch.long)
+        if exclude:
+            seen_rows, seen_items = csr_rows(bundle.seen_indptr, bundle.seen_indices, users)
+        else:
+            seen_rows = seen_items = users.new_empty(0)
+        k_max = max(batch[i].k for i in rows)
+        scores, items = masked_topk(bundle.net, users, seen_rows, seen_items, k_max)
+        for i, user_scores, user_items in zip(rows, scores.tolist(), items.tolist(), strict=True):
+            answers[i] = _ranked(bundle, user_items, user_scores, batch[i].k)
+    for i, query in enumerate(batch):
+        if answers[i] is None:  # cold user: nothing to personalise with
+            answers[i] = popular(bundle, query.k)
+    return answers  # type: ignore[return-value]
+
+
+def popular(bundle: Bundle, k: int) -> Ranked:
+    top = bundle.popular_items[:k].tolist()
+    scores = bundle.popular_counts[:k].tolist()
+    return Ranked(bundle.item_ids[top].tolist(), scores, POPULAR)
+
+
+@torch.inference_mode()
+def similar(bundle: Bundle, item_id: str, k: int) -> Ranked:
+    """The k items with the highest cosine similarity to `item_id` (itself excluded)."""
+    idx = bundle.item_index.get(item_id)
+    if idx is None:
+        raise UnknownItem(item_id)
+    if bundle.item_unit is None:
+        raise NoItemVectors(str(bundle.info.get("model")))
+    sims = bundle.item_unit @ bundle.item_unit[idx]
+    sims[idx] = -torch.inf
+    scores, items = torch.topk(sims, min(k, sims.numel() - 1))
+    return _ranked(bundle, items.tolist(), scores.tolist(), k)
+
+
+def _ranked(bundle: Bundle, items: list[int], scores: list[float], k: int) -> Ranked:
+    """The first k entries, minus the -inf padding of users who have seen nearly everything."""
+    kept = [(i, s) for i, s in zip(items[:k], scores[:k], strict=True) if s != -float("inf")]
+    return Ranked(
+        bundle.item_ids[[i for i, _ in kept]].tolist(), [s for _, s in kept], fallback=None
+    )

@@ -1,0 +1,167 @@
+"""The BentoML service (SPEC section 6): `bentoml serve` from the project root runs it.
+
+Two services in one Bento. `recsys` (the entry) validates requests, maps ids, answers cold
+users with popular items and serves `/recommend` and `/similar_items` itself: one user
+against the catalogue is a single small matmul, cheaper than any hop. `/recommend_batch`
+goes to `Ranker`, whose batchable `rank` API is where BentoML's adaptive batching merges
+concurrent batches into one pass over the catalogue. BentoML allows one argument per
+batchable API, so the SPEC's `{"user_ids", "k"}` body cannot be batchable itself.
+
+Environment: `RECSYS_MODEL` picks the model (default `recsys:latest`, the newest packaged),
+`RECSYS_TORCH_THREADS` torch's threads per worker (default 1, see `torch_threads`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import bentoml
+import torch
+from bentoml.exceptions import InvalidArgument, NotFound
+from pydantic import BaseModel
+
+from recsys.serving.bundle import Bundle, load_bundle
+from recsys.serving.recommend import (
+    NoItemVectors,
+    Query,
+    Ranked,
+    UnknownItem,
+    popular,
+    queries,
+    rank,
+    similar,
+)
+from recsys.serving.schemas import (
+    MAX_BATCH,
+    Recommendation,
+    RecommendBatchRequest,
+    RecommendBatchResponse,
+    RecommendRequest,
+    ScoredItem,
+    SimilarItemsRequest,
+    SimilarItemsResponse,
+)
+
+MODEL_TAG = os.environ.get("RECSYS_MODEL", "recsys:latest")
+# Probes and scrapes would drown the access log.
+QUIET_PATHS = ["/livez", "/readyz", "/metrics"]
+SERVICE_CONFIG: dict[str, Any] = {
+    "traffic": {"timeout": 30},
+    "metrics": {"enabled": True},
+    "logging": {"access": {"enabled": True, "skip_paths": QUIET_PATHS}},
+}
+
+
+def torch_threads() -> int:
+    """Intra-op threads per worker. One by default: a request scores one user (a few hundred
+    microseconds of work), too little for a thread team to pay off, and workers and
+    concurrent requests already use the other cores."""
+    value = os.environ.get("RECSYS_TORCH_THREADS", "1")
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"RECSYS_TORCH_THREADS must be a positive integer, got '{value}'")
+    return threads
+
+
+def load_served_bundle(model: bentoml.models.BentoModel) -> Bundle:
+    """The bundle of the configured model, with a clear error when the store lacks it."""
+    stored = model.stored
+    if stored is None:
+        raise RuntimeError(
+            f"no BentoML model '{model.tag}' in the model store (BENTOML_HOME="
+            f"{os.environ.get('BENTOML_HOME', '~/bentoml')}): package one with "
+            "`recsys-package ckpt_path=...` (make demo does) or set RECSYS_MODEL"
+        )
+    torch.set_num_threads(torch_threads())
+    return load_bundle(stored.path)
+
+
+class RankQuery(BaseModel):
+    user_idx: int
+    k: int
+    exclude_seen: bool = True
+
+
+class RankResult(BaseModel):
+    items: list[str]
+    scores: list[float]
+
+
+@bentoml.service(name="recsys-ranker", **SERVICE_CONFIG)
+class Ranker:
+    """Top-k for known users, in adaptive batches."""
+
+    model = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        self.bundle = load_served_bundle(type(self).model)
+
+    @bentoml.api(batchable=True, max_batch_size=4 * MAX_BATCH, max_latency_ms=200)
+    def rank(self, queries: list[RankQuery]) -> list[RankResult]:
+        batch = [Query(q.user_idx, q.k, q.exclude_seen) for q in queries]
+        return [RankResult(items=r.items, scores=r.scores) for r in rank(self.bundle, batch)]
+
+
+@bentoml.service(name="recsys", **SERVICE_CONFIG)
+class Recommender:
+    """The public API: validation, id mapping, cold start, similar items."""
+
+    model = bentoml.models.BentoModel(MODEL_TAG)
+    ranker = bentoml.depends(Ranker)
+
+    def __init__(self) -> None:
+        stored = type(self).model
+        self.bundle = load_served_bundle(stored)
+        self.tag = str(stored.stored.tag)  # the resolved version, not "latest"
+
+    @bentoml.api(input_spec=RecommendRequest)
+    def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True) -> Recommendation:
+        (answer,) = rank(self.bundle, queries(self.bundle, [user_id], k, exclude_seen))
+        return self._recommendation(user_id, answer)
+
+    @bentoml.api(input_spec=RecommendBatchRequest)
+    def recommend_batch(
+        self, user_ids: list[str], k: int = 10, exclude_seen: bool = True
+    ) -> RecommendBatchResponse:
+        batch = queries(self.bundle, user_ids, k, exclude_seen)
+        known = [i for i, q in enumerate(batch) if q.user_idx >= 0]
+        answers: list[Ranked] = [popular(self.bundle, k)] * len(batch)
+        if known:
+            ranked = self.ranker.rank(
+                [
+                    RankQuery(user_idx=batch[i].user_idx, k=k, exclude_seen=exclude_seen)
+                    for i in known
+                ]
+            )
+            for i, result in zip(known, ranked, strict=True):
+                answers[i] = Ranked(result.items, result.scores)
+        return RecommendBatchResponse(
+            results=[self._recommendation(u, a) for u, a in zip(user_ids, answers, strict=True)]
+        )
+
+    @bentoml.api(input_spec=SimilarItemsRequest)
+    def similar_items(self, item_id: str, k: int = 10) -> SimilarItemsResponse:
+        try:
+            answer = similar(self.bundle, item_id, k)
+        except UnknownItem as err:
+            raise NotFound(f"unknown item_id '{item_id}': the model has never seen it") from err
+        except NoItemVectors as err:
+            raise InvalidArgument(
+                f"model {self.tag} ({err}) has no item embeddings, so no similar items"
+            ) from err
+        return SimilarItemsResponse(item_id=item_id, items=_scored(answer), model=self.tag)
+
+    def _recommendation(self, user_id: str, answer: Ranked) -> Recommendation:
+        return Recommendation(
+            user_id=user_id, items=_scored(answer), fallback=answer.fallback, model=self.tag
+        )
+
+
+def _scored(answer: Ranked) -> list[ScoredItem]:
+    return [
+        ScoredItem(item_id=i, score=s) for i, s in zip(answer.items, answer.scores, strict=True)
+    ]
