@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -23,6 +24,7 @@ from tests.conftest import BIN
 pytestmark = pytest.mark.slow
 
 NODES = 2
+JOB_UID = "0b5e4c1e-job"
 TIMEOUT_S = 240
 # Tiny and quiet: one large batch per rank and epoch, a small validation sample.
 SMALL = [
@@ -34,30 +36,29 @@ SMALL = [
 ]
 
 
-def torchrun_command(
-    node_rank: int, nnodes: int, port: int, run_dir: Path, processed_dir: Path, extra: list[str]
-) -> list[str]:
-    """The command one node runs (the Helm chart's training Job runs the same shape)."""
-    return [
-        "torchrun",
-        f"--nnodes={nnodes}",
-        "--nproc-per-node=1",
-        f"--node-rank={node_rank}",
-        "--master-addr=127.0.0.1",
-        f"--master-port={port}",
-        "--no-python",
-        "recsys-train",
-        "trainer=ddp",
-        f"trainer.num_nodes={nnodes}",
-        "trainer.devices=1",
-        f"data.processed_dir={processed_dir}",
-        f"hydra.run.dir={run_dir}",
-        "logger=mlflow",
-        "trainer.accelerator=cpu",
-        "trainer.strategy.process_group_backend=gloo",
-        "trainer.max_epochs=1",
-        *extra,
-    ]
+def chart_commands(port: int, runs_dir: Path, processed_dir: Path) -> list[list[str]]:
+    """What each node of the Helm chart's training Job runs (rendered from the chart, CPU
+    mode: gpusPerNode=0), pointed at loopback: pod 0's DNS name exists only in a cluster."""
+    from tests.deploy.render import train_command
+
+    values = {
+        "image": {"repository": "recsys", "tag": "test"},
+        "training": {
+            "enabled": True,
+            "nodes": NODES,
+            "gpusPerNode": 0,
+            "image": {"repository": "recsys-train"},
+            "masterPort": port,
+            "data": {"existingClaim": "data"},
+            "processedDir": str(processed_dir),
+            "runDir": str(runs_dir),
+            "extraArgs": ["trainer.max_epochs=1", *SMALL],
+        },
+    }
+    command = train_command(values)
+    assert "--master-addr=recsys-train-1-0.recsys-train " in command, command
+    local = re.sub(r"--master-addr=\S+", "--master-addr=127.0.0.1", command)
+    return [["/bin/sh", "-c", local]] * NODES
 
 
 def free_port() -> int:
@@ -73,8 +74,10 @@ def run_nodes(commands: list[list[str]], cwd: Path, env: dict[str, str]) -> list
     procs = []
     for rank, command in enumerate(commands):
         out, err = cwd / f"node{rank}.out", cwd / f"node{rank}.err"
+        # The Indexed Job gives each pod its index and the Job's uid (the shared run dir).
+        node_env = {**env, "JOB_COMPLETION_INDEX": str(rank), "JOB_UID": JOB_UID}
         with out.open("w") as stdout, err.open("w") as stderr:
-            proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
+            proc = subprocess.Popen(command, cwd=cwd, env=node_env, stdout=stdout, stderr=stderr)
         procs.append((proc, out, err))
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline and any(p.poll() is None for p, _, _ in procs):
@@ -106,7 +109,7 @@ def report(results: list[tuple]) -> str:
 def test_two_torchrun_nodes_on_loopback(small_processed, in_tmp):
     import mlflow
 
-    run_dir = in_tmp / "run"
+    run_dir = in_tmp / "runs" / JOB_UID
     uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
     env = {
         **os.environ,
@@ -116,11 +119,7 @@ def test_two_torchrun_nodes_on_loopback(small_processed, in_tmp):
         "OMP_NUM_THREADS": "1",
         "PYTHONWARNINGS": "ignore",
     }
-    port = free_port()
-    commands = [
-        torchrun_command(rank, NODES, port, run_dir, small_processed, SMALL)
-        for rank in range(NODES)
-    ]
+    commands = chart_commands(free_port(), in_tmp / "runs", small_processed)
     results = run_nodes(commands, in_tmp, env)
     details = report(results)
     assert [code for code, _, _ in results] == [0] * NODES, details

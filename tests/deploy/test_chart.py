@@ -15,7 +15,13 @@ from tests.deploy.render import CHART, render, train_command
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a recent one.
 KUBE_VERSIONS = ["1.29.0", "1.33.0"]
 IMAGE = {"image": {"repository": "registry.example.com/recsys", "tag": "0.1.0"}}
-TRAINING = {"enabled": True, "nodes": 3, "gpusPerNode": 4, "data": {"existingClaim": "recsys-data"}}
+TRAINING = {
+    "enabled": True,
+    "nodes": 3,
+    "gpusPerNode": 4,
+    "image": {"repository": "registry.example.com/trainer"},
+    "data": {"existingClaim": "recsys-data"},
+}
 FULL = {
     **IMAGE,
     "gpu": 1,
@@ -296,7 +302,7 @@ def test_training_job(full):
         <= job["spec"]["template"]["metadata"]["labels"].items()
     )
     (container,) = spec["containers"]
-    assert container["image"] == "registry.example.com/recsys:0.1.0"
+    assert container["image"] == "registry.example.com/trainer:0.1.0"
     gpus = {"nvidia.com/gpu": 4}
     assert gpus.items() <= container["resources"]["requests"].items()
     assert gpus.items() <= container["resources"]["limits"].items()
@@ -312,8 +318,7 @@ def test_training_job(full):
 
 
 def test_training_image_keeps_the_service_tag():
-    images = {"image": {"repository": "registry.example.com/trainer"}}
-    objects = render({**IMAGE, "training": {**TRAINING, **images}})
+    objects = render({**IMAGE, "training": TRAINING})
     (container,) = pod_spec(one(objects, "Job"))["containers"]
     assert container["image"] == "registry.example.com/trainer:0.1.0"
 
@@ -393,7 +398,14 @@ def test_bad_values_refused(values, named):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"training": {"enabled": True}}, "training.data.existingClaim is required"),
+        (
+            {"training": {**TRAINING, "data": {"existingClaim": ""}}},
+            "training.data.existingClaim is required",
+        ),
+        (
+            {"training": {**TRAINING, "image": {"repository": ""}}},
+            "training.image.repository is required",
+        ),
         (
             {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
             "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
@@ -407,7 +419,7 @@ def test_bad_values_refused(values, named):
             "podDisruptionBudget needs maxUnavailable or minAvailable",
         ),
     ],
-    ids=["training-without-claim", "min-over-max", "hpa-without-cpu-request", "empty-pdb"],
+    ids=["training-without-claim", "training-without-image", "min-over-max", "hpa-without-cpu-request", "empty-pdb"],
 )
 def test_inconsistent_values_fail_clearly(values, message):
     with pytest.raises(helm.HelmRenderError) as failed:

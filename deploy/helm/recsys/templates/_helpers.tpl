@@ -85,10 +85,11 @@ The service image; the tag defaults to the chart's appVersion.
 {{- end }}
 
 {{/*
-The training image; each part defaults to the service image's.
+The training image: recsys with its training stack (deploy/docker/train.Dockerfile). The
+Bento image serves only (no Lightning, Hydra or MLflow), so there is no default repository.
 */}}
 {{- define "recsys.trainingImage" -}}
-{{- $repository := .Values.training.image.repository | default .Values.image.repository }}
+{{- $repository := required "training.image.repository is required when training.enabled=true: an image with recsys and its training dependencies, e.g. built from deploy/docker/train.Dockerfile (the Bento image only serves)" .Values.training.image.repository }}
 {{- $tag := .Values.training.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
 {{- printf "%s:%s" $repository $tag }}
 {{- end }}
