@@ -19,6 +19,10 @@ def csr_rows(
     indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(row in batch, column) pairs of the CSR rows `users`, vectorized."""
+    if users.numel() == 1:  # one user (a served request): a slice, not six tensor ops
+        user = int(users[0])
+        cols = indices[int(indptr[user]) : int(indptr[user + 1])]
+        return cols.new_zeros(cols.shape), cols
     starts = indptr[users]
     lengths = indptr[users + 1] - starts
     rows = torch.repeat_interleave(torch.arange(users.numel(), device=users.device), lengths)
