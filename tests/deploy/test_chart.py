@@ -419,7 +419,13 @@ def test_bad_values_refused(values, named):
             "podDisruptionBudget needs maxUnavailable or minAvailable",
         ),
     ],
-    ids=["training-without-claim", "training-without-image", "min-over-max", "hpa-without-cpu-request", "empty-pdb"],
+    ids=[
+        "training-without-claim",
+        "training-without-image",
+        "min-over-max",
+        "hpa-without-cpu-request",
+        "empty-pdb",
+    ],
 )
 def test_inconsistent_values_fail_clearly(values, message):
     with pytest.raises(helm.HelmRenderError) as failed:

@@ -145,7 +145,9 @@ def test_a_body_that_is_not_json_is_a_400(client, path):
 def test_unknown_item_is_a_404_with_a_message(client):
     response = client.post("/similar_items", json={"item_id": "no-such-item"})
     assert response.status_code == 404
-    assert "unknown item_id 'no-such-item'" in response.text
+    assert response.json() == {
+        "error": "unknown item_id 'no-such-item': the model has never seen it"
+    }
 
 
 def test_probes_answer(client):

@@ -14,13 +14,14 @@ Environment: `RECSYS_MODEL` picks the model (default `recsys:latest`, the newest
 from __future__ import annotations
 
 import gc
+import logging
 import os
 from typing import Any
 
 import bentoml
 import torch
-from bentoml.exceptions import InvalidArgument, NotFound
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from starlette.responses import JSONResponse
 
 from recsys.serving.bundle import Bundle, load_bundle
 from recsys.serving.recommend import (
@@ -52,6 +53,22 @@ SERVICE_CONFIG: dict[str, Any] = {
     "metrics": {"enabled": True},
     "logging": {"access": {"enabled": True, "skip_paths": QUIET_PATHS}},
 }
+
+
+class ClientErrorsAreWarnings(logging.Filter):
+    """BentoML logs every request that fails validation as an ERROR with a traceback; a
+    client's bad input is not a server fault, so it becomes one WARNING line naming it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            record.msg = f"{record.msg}: rejected, {error.error_count()} invalid field(s)"
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorsAreWarnings())
 
 
 def torch_threads() -> int:
@@ -173,20 +190,26 @@ class Recommender:
 
     @bentoml.api(input_spec=SimilarItemsRequest)
     async def similar_items(self, item_id: str, k: int = 10) -> SimilarItemsResponse:
+        # Client errors answer as JSON directly: a raised BentoML exception would log a
+        # traceback for every unknown id, and its body is a list rather than an object.
         try:
             answer = similar(self.bundle, item_id, k)
-        except UnknownItem as err:
-            raise NotFound(f"unknown item_id '{item_id}': the model has never seen it") from err
+        except UnknownItem:
+            return _error(404, f"unknown item_id '{item_id}': the model has never seen it")
         except NoItemVectors as err:
-            raise InvalidArgument(
-                f"model {self.tag} ({err}) has no item embeddings, so no similar items"
-            ) from err
+            return _error(
+                422, f"model {self.tag} ({err}) has no item embeddings, so no similar items"
+            )
         return SimilarItemsResponse(item_id=item_id, items=_scored(answer), model=self.tag)
 
     def _recommendation(self, user_id: str, answer: Ranked) -> Recommendation:
         return Recommendation(
             user_id=user_id, items=_scored(answer), fallback=answer.fallback, model=self.tag
         )
+
+
+def _error(status: int, message: str) -> Any:
+    return JSONResponse({"error": message}, status_code=status)
 
 
 def _scored(answer: Ranked) -> list[ScoredItem]:
