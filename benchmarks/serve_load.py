@@ -196,6 +196,7 @@ def main() -> None:
         "model": "NeuMF (default config, random weights)",
         "catalogue": {"n_users": len(user_ids), "n_items": pl.scan_parquet(
             processed / "items.parquet").select(pl.len()).collect().item()},
+        "server": "bentoml serve, 1 worker per service, RECSYS_TORCH_THREADS=1 (the defaults)",
         "clients": args.clients,
         "seconds": args.seconds,
         "k": args.k,
