@@ -167,3 +167,17 @@ def test_bentoml_build_packages_service_code_and_newest_model(packaged, tmp_path
     assert "torch==2.13.0" in requirements and "download.pytorch.org/whl/cpu" in requirements
     routes = {route["route"] for route in bento.info.schema["routes"]}
     assert {"/recommend", "/recommend_batch", "/similar_items"} <= routes
+
+
+def test_serve_without_a_packaged_model_says_what_to_do(tmp_path):
+    result = subprocess.run(
+        [BIN / "bentoml", "serve", "--port", str(free_port())],
+        cwd=ROOT,
+        env={**os.environ, "BENTOML_HOME": str(tmp_path / "empty-store")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "no BentoML model 'recsys:latest' in the model store" in result.stderr
+    assert "recsys-package ckpt_path=FILE" in result.stderr

@@ -3,7 +3,7 @@
 Two services in one Bento. `recsys` (the entry) validates requests, maps ids, answers cold
 users with popular items and serves `/recommend` and `/similar_items` itself: one user
 against the catalogue is a single small matmul, cheaper than any hop. `/recommend_batch`
-goes to `Ranker`, whose batchable `rank` API is where BentoML's adaptive batching merges
+goes to `Ranker`, whose batchable `rank_users` API is where BentoML's adaptive batching merges
 concurrent batches into one pass over the catalogue. BentoML allows one argument per
 batchable API, so the SPEC's `{"user_ids", "k"}` body cannot be batchable itself.
 
@@ -91,17 +91,23 @@ def torch_threads() -> int:
     return threads
 
 
-def load_served_bundle(model: bentoml.models.BentoModel) -> Bundle:
-    """The bundle of the configured model, with a clear error when the store lacks it."""
-    stored = model.stored
-    if stored is None:
+def require_packaged_model(tag: str) -> None:
+    """Fail at import, in words, when the store lacks the model: BentoML would otherwise try
+    BentoCloud and report a missing cloud context. A containerized Bento carries its model."""
+    if os.environ.get("BENTOML_CONTAINERIZED") == "true":
+        return
+    if bentoml.models.BentoModel(tag).stored is None:
+        home = os.environ.get("BENTOML_HOME", "~/bentoml")
         raise RuntimeError(
-            f"no BentoML model '{model.tag}' in the model store (BENTOML_HOME="
-            f"{os.environ.get('BENTOML_HOME', '~/bentoml')}): package one with "
-            "`recsys-package ckpt_path=...` (make demo does) or set RECSYS_MODEL"
+            f"no BentoML model '{tag}' in the model store (BENTOML_HOME={home}): package one "
+            "with `recsys-package ckpt_path=FILE` (make demo does), or set RECSYS_MODEL"
         )
+
+
+def load_served_bundle(model: bentoml.models.BentoModel) -> Bundle:
+    """The configured model's bundle, torch threads set for this worker."""
     torch.set_num_threads(torch_threads())
-    return load_bundle(stored.path)
+    return load_bundle(model.stored.path)
 
 
 def freeze_heap() -> None:
@@ -122,6 +128,9 @@ class RankQuery(BaseModel):
 class RankResult(BaseModel):
     items: list[str]
     scores: list[float]
+
+
+require_packaged_model(MODEL_TAG)
 
 
 @bentoml.service(name="recsys-ranker", **SERVICE_CONFIG)
