@@ -56,9 +56,13 @@ def package_model(processed: Path) -> str:
         seen_indptr=known["indptr"],
         seen_indices=known["indices"],
         popularity=known["popularity"],
-        info={"source": "benchmarks/serve_load.py (random weights)"},
+        info={"source_kind": "benchmark", "source": "benchmarks/serve_load.py (random weights)"},
     )
     return save_model(parts)
+
+
+def rows(path: Path) -> int:
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
 def free_port() -> int:
@@ -172,7 +176,14 @@ def main() -> None:
 
     processed = synthetic_processed()
     tag = package_model(processed)
-    user_ids = pl.read_parquet(processed / "users.parquet")["user_id"].to_list()
+    # Users with training rows: the personalised path, not the popular fallback.
+    user_ids = (
+        pl.read_parquet(processed / "train.parquet", columns=["user_idx"])
+        .unique()
+        .join(pl.read_parquet(processed / "users.parquet"), on="user_idx")
+        .sort("user_idx")["user_id"]
+        .to_list()
+    )
     rng = random.Random(0)
     sample = rng.sample(user_ids, min(5000, len(user_ids)))
     endpoints = {
@@ -194,8 +205,10 @@ def main() -> None:
     report = {
         "benchmark": "serve_load",
         "model": "NeuMF (default config, random weights)",
-        "catalogue": {"n_users": len(user_ids), "n_items": pl.scan_parquet(
-            processed / "items.parquet").select(pl.len()).collect().item()},
+        "catalogue": {
+            "n_users": rows(processed / "users.parquet"),
+            "n_items": rows(processed / "items.parquet"),
+        },
         "server": "bentoml serve, 1 worker per service, RECSYS_TORCH_THREADS=1 (the defaults)",
         "clients": args.clients,
         "seconds": args.seconds,

@@ -15,6 +15,7 @@ from recsys.serving.recommend import (
     NoItemVectors,
     Query,
     UnknownItem,
+    UntrainedItem,
     queries,
     rank,
     similar,
@@ -118,18 +119,32 @@ def test_mixed_k_and_flags_in_one_batch_answer_like_single_requests(bundle_and_n
         assert a.items == b.items and a.scores == pytest.approx(b.scores, abs=1e-6)
 
 
-def test_similar_items_by_cosine_excluding_the_item(bundle_and_net):
-    bundle, net, _ = bundle_and_net
-    answer = similar(bundle, "i4", 6)
+def test_similar_items_by_cosine_among_trained_items(bundle_and_net):
+    bundle, net, source = bundle_and_net
+    trained = source.popularity > 0
+    query = int(torch.nonzero(trained)[0])
+    answer = similar(bundle, f"i{query}", 6)
     vectors = torch.nn.functional.normalize(net.item_embeddings().detach(), dim=1)
-    sims = vectors @ vectors[4]
-    sims[4] = -torch.inf
+    sims = vectors @ vectors[query]
+    sims[~trained] = -torch.inf
+    sims[query] = -torch.inf
     top = torch.topk(sims, 6)
     assert answer.items == [f"i{i}" for i in top.indices.tolist()]
     assert answer.scores == pytest.approx(top.values.tolist(), abs=1e-5)
-    assert len(similar(bundle, "i4", 1000).items) == N_ITEMS - 1
+    assert len(similar(bundle, f"i{query}", 1000).items) == int(trained.sum()) - 1
     with pytest.raises(UnknownItem):
         similar(bundle, "nope", 3)
+
+
+def test_items_without_training_interactions_have_no_similar_items(tmp_path):
+    source = parts(MF(N_USERS, N_ITEMS))
+    popularity = source.popularity.clone()
+    popularity[7] = 0  # e.g. an item first seen in the test period
+    write_bundle(BundleParts(**{**source.__dict__, "popularity": popularity}), tmp_path)
+    bundle = load_bundle(tmp_path)
+    with pytest.raises(UntrainedItem):
+        similar(bundle, "i7", 3)
+    assert "i7" not in similar(bundle, "i1", 1000).items
 
 
 def test_bundle_records_provenance_and_loads_without_pickles(tmp_path):

@@ -173,7 +173,10 @@ def test_serve_without_a_packaged_model_says_what_to_do(tmp_path):
     result = subprocess.run(
         [BIN / "bentoml", "serve", "--port", str(free_port())],
         cwd=ROOT,
-        env={**os.environ, "BENTOML_HOME": str(tmp_path / "empty-store")},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "RECSYS_MODEL"},
+            "BENTOML_HOME": str(tmp_path / "empty-store"),
+        },
         capture_output=True,
         text=True,
         timeout=120,

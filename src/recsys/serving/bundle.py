@@ -99,6 +99,7 @@ class Bundle:
     seen_indices: torch.Tensor
     popular_items: torch.Tensor  # every item, most popular first
     popular_counts: torch.Tensor
+    trained_items: torch.Tensor  # bool by item_idx: has train interactions
     item_unit: torch.Tensor | None  # unit item vectors for cosine similarity
 
 
@@ -128,6 +129,9 @@ def load_bundle(path: str | Path) -> Bundle:
     known_users = users.filter(pl.Series(has_history))
     user_idx = np.flatnonzero(has_history)
     item_ids = pl.read_parquet(path / ITEMS_FILE)["item_id"].to_numpy()
+    popular_items = popular["items"].long()
+    trained_items = torch.zeros(len(item_ids), dtype=torch.bool)
+    trained_items[popular_items[popular["counts"] > 0]] = True
     return Bundle(
         net=net,
         info=info,
@@ -136,8 +140,9 @@ def load_bundle(path: str | Path) -> Bundle:
         item_ids=item_ids,
         seen_indptr=indptr,
         seen_indices=seen["indices"].long(),
-        popular_items=popular["items"].long(),
+        popular_items=popular_items,
         popular_counts=popular["counts"],
+        trained_items=trained_items,
         item_unit=item_unit,
     )
 

@@ -19,6 +19,10 @@ class UnknownItem(KeyError):
     """An item id the model has never seen."""
 
 
+class UntrainedItem(ValueError):
+    """An item without training interactions: its vector is still the random init."""
+
+
 class NoItemVectors(ValueError):
     """The model has no item embeddings (popularity), so no item-to-item similarity."""
 
@@ -49,7 +53,7 @@ def rank(bundle: Bundle, batch: Sequence[Query]) -> list[Ranked]:
     flag, at the largest k asked), so a batch costs about one pass over the catalogue."""
     answers: list[Ranked | None] = [None] * len(batch)
     for exclude in (True, False):
-        rows = [i for i, q in enumerate(batch) if q.user_idx >= 0 and q.exclude_seen is exclude]
+        rows = [i for i, q in enumerate(batch) if q.user_idx >= 0 and q.exclude_seen == exclude]
         if not rows:
             continue
         users = torch.tensor([batch[i].user_idx for i in rows], dtype=torch.long)
@@ -75,21 +79,25 @@ def popular(bundle: Bundle, k: int) -> Ranked:
 
 @torch.inference_mode()
 def similar(bundle: Bundle, item_id: str, k: int) -> Ranked:
-    """The k items with the highest cosine similarity to `item_id` (itself excluded)."""
+    """The k trained items with the highest cosine similarity to `item_id` (itself excluded).
+
+    Items without training interactions (first seen in val/test) keep random vectors: they
+    are neither answered for nor returned."""
     idx = bundle.item_index.get(item_id)
     if idx is None:
         raise UnknownItem(item_id)
     if bundle.item_unit is None:
         raise NoItemVectors(str(bundle.info.get("model")))
+    if not bundle.trained_items[idx]:
+        raise UntrainedItem(item_id)
     sims = bundle.item_unit @ bundle.item_unit[idx]
+    sims[~bundle.trained_items] = -torch.inf
     sims[idx] = -torch.inf
-    scores, items = torch.topk(sims, min(k, sims.numel() - 1))
+    scores, items = torch.topk(sims, min(k, sims.numel()))
     return _ranked(bundle, items.tolist(), scores.tolist(), k)
 
 
 def _ranked(bundle: Bundle, items: list[int], scores: list[float], k: int) -> Ranked:
     """The first k entries, minus the -inf padding of users who have seen nearly everything."""
     kept = [(i, s) for i, s in zip(items[:k], scores[:k], strict=True) if s != -float("inf")]
-    return Ranked(
-        bundle.item_ids[[i for i, _ in kept]].tolist(), [s for _, s in kept], fallback=None
-    )
+    return Ranked(bundle.item_ids[[i for i, _ in kept]].tolist(), [s for _, s in kept])

@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Any
 
+import aiohttp
 import bentoml
 import torch
 from pydantic import BaseModel, ValidationError
@@ -29,6 +30,7 @@ from recsys.serving.recommend import (
     Query,
     Ranked,
     UnknownItem,
+    UntrainedItem,
     popular,
     queries,
     rank,
@@ -51,7 +53,10 @@ from recsys.serving.schemas import (
 # (700, 10, 10) walked them every few seconds: 60-150 ms pauses, p99 over 100 ms. Young
 # collections every 50k allocations and full ones 100x rarer keep pauses at ~15 ms.
 GC_THRESHOLDS = (50_000, 20, 100)
-MODEL_TAG = os.environ.get("RECSYS_MODEL", "recsys:latest")
+RANKER_ATTEMPTS = 3
+# The Ranker's dispatcher answers 503 to calls it expects to miss this budget: far above the
+# slowest batch (1000 users, k=1000, queued behind others), as a 503 here would be a 5xx.
+MAX_LATENCY_MS = 10_000
 # Probes and scrapes would drown the access log.
 QUIET_PATHS = ["/livez", "/readyz", "/metrics"]
 SERVICE_CONFIG: dict[str, Any] = {
@@ -91,23 +96,29 @@ def torch_threads() -> int:
     return threads
 
 
-def require_packaged_model(tag: str) -> None:
-    """Fail at import, in words, when the store lacks the model: BentoML would otherwise try
-    BentoCloud and report a missing cloud context. A containerized Bento carries its model."""
+def pinned_model_tag() -> str:
+    """`RECSYS_MODEL` (default: the newest `recsys`) resolved once, at import in the serving
+    parent, and exported: the Ranker and restarted workers inherit it, so every process loads
+    the same version even if a newer one is packaged meanwhile. A missing model fails here,
+    in words (BentoML would try BentoCloud and report a missing cloud context)."""
+    tag = os.environ.get("RECSYS_MODEL", "recsys:latest")
     if os.environ.get("BENTOML_CONTAINERIZED") == "true":
-        return
-    if bentoml.models.BentoModel(tag).stored is None:
+        return tag  # the image's store holds exactly the model the Bento was built with
+    stored = bentoml.models.BentoModel(tag).stored
+    if stored is None:
         home = os.environ.get("BENTOML_HOME", "~/bentoml")
         raise RuntimeError(
             f"no BentoML model '{tag}' in the model store (BENTOML_HOME={home}): package one "
             "with `recsys-package ckpt_path=FILE` (make demo does), or set RECSYS_MODEL"
         )
+    os.environ["RECSYS_MODEL"] = str(stored.tag)
+    return str(stored.tag)
 
 
-def load_served_bundle(model: bentoml.models.BentoModel) -> Bundle:
-    """The configured model's bundle, torch threads set for this worker."""
+def load_served_bundle(model: Any) -> Bundle:
+    """The bundle of a resolved BentoML model, torch threads set for this worker."""
     torch.set_num_threads(torch_threads())
-    return load_bundle(model.stored.path)
+    return load_bundle(model.path)
 
 
 def freeze_heap() -> None:
@@ -130,24 +141,26 @@ class RankResult(BaseModel):
     scores: list[float]
 
 
-require_packaged_model(MODEL_TAG)
+MODEL_TAG = pinned_model_tag()
 
 
-@bentoml.service(name="recsys-ranker", **SERVICE_CONFIG)
+# Clients recycle their connection to the Ranker after this many calls (BentoML's 100 meant a
+# new session, and failed calls in flight, every fraction of a second under load).
+@bentoml.service(name="recsys-ranker", runner_connection={"max_requests": 10_000}, **SERVICE_CONFIG)
 class Ranker:
     """Top-k for known users, in adaptive batches."""
 
     model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        self.bundle = load_served_bundle(type(self).model)
+        self.bundle = load_served_bundle(self.model)
 
     @bentoml.on_startup
     def warm_up(self) -> None:
         rank(self.bundle, [Query(0, 10)])
         freeze_heap()
 
-    @bentoml.api(batchable=True, max_batch_size=4 * MAX_BATCH, max_latency_ms=500)
+    @bentoml.api(batchable=True, max_batch_size=4 * MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
     def rank_users(self, queries: list[RankQuery]) -> list[RankResult]:
         batch = [Query(q.user_idx, q.k, q.exclude_seen) for q in queries]
         return [RankResult(items=r.items, scores=r.scores) for r in rank(self.bundle, batch)]
@@ -161,13 +174,12 @@ class Recommender:
     ranker = bentoml.depends(Ranker)
 
     def __init__(self) -> None:
-        stored = type(self).model
-        self.bundle = load_served_bundle(stored)
-        self.tag = str(stored.stored.tag)  # the resolved version, not "latest"
+        self.bundle = load_served_bundle(self.model)
+        self.tag = str(self.model.tag)  # the resolved version, never "latest"
 
     @bentoml.on_startup
     def warm_up(self) -> None:
-        """Answer one request of each kind (lazy imports, first-call caches), then freeze."""
+        """Answer a known and a cold user (lazy imports, first-call caches), then freeze."""
         known = next(iter(self.bundle.user_index), "")
         batch = queries(self.bundle, [known, ""], 10, exclude_seen=True)
         for answer, user in zip(rank(self.bundle, batch), [known, ""], strict=True):
@@ -185,14 +197,15 @@ class Recommender:
         return self._recommendation(user_id, answer)
 
     @bentoml.api(input_spec=RecommendBatchRequest)
-    def recommend_batch(
+    async def recommend_batch(
         self, user_ids: list[str], k: int = 10, exclude_seen: bool = True
     ) -> RecommendBatchResponse:
         batch = queries(self.bundle, user_ids, k, exclude_seen)
         known = [i for i, q in enumerate(batch) if q.user_idx >= 0]
-        answers: list[Ranked] = [popular(self.bundle, k)] * len(batch)
+        cold = popular(self.bundle, k) if len(known) < len(batch) else None
+        answers: list[Ranked] = [cold] * len(batch)  # type: ignore[list-item]
         if known:
-            ranked = self.ranker.rank_users(
+            ranked = await self._rank_known(
                 [
                     RankQuery(user_idx=batch[i].user_idx, k=k, exclude_seen=exclude_seen)
                     for i in known
@@ -212,11 +225,30 @@ class Recommender:
             answer = similar(self.bundle, item_id, k)
         except UnknownItem:
             return _error(404, f"unknown item_id '{item_id}': the model has never seen it")
+        except UntrainedItem:
+            return _error(
+                422, f"item_id '{item_id}' has no training interactions: its vector is untrained"
+            )
         except NoItemVectors as err:
             return _error(
                 422, f"model {self.tag} ({err}) has no item embeddings, so no similar items"
             )
         return SimilarItemsResponse(item_id=item_id, items=_scored(answer), model=self.tag)
+
+    async def _rank_known(self, batch: list[RankQuery]) -> list[RankResult]:
+        """The Ranker's answer, awaited so that concurrent batches meet in its dispatcher.
+
+        BentoML 1.4's client replaces its HTTP session every 100 calls and closes the old one
+        under calls still in flight ("Cannot write to closing transport"); ranking is pure,
+        so such a call is retried on the fresh session.
+        """
+        for attempt in range(RANKER_ATTEMPTS):
+            try:
+                return await self.ranker.to_async.rank_users(batch)
+            except aiohttp.ClientConnectionError:
+                if attempt == RANKER_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _recommendation(self, user_id: str, answer: Ranked) -> Recommendation:
         return Recommendation(

@@ -4,6 +4,7 @@ or a registered MLflow model version (`models:/recsys/N`), which carries the sam
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from recsys.data.processed import load_processed
 from recsys.errors import RecsysError
 from recsys.models.checkpoint import CheckpointError, load_net
 from recsys.serving.bundle import BundleParts
+
+log = logging.getLogger(__name__)
 
 
 def from_checkpoint(ckpt_path: str, processed_dir: str | None = None) -> BundleParts:
@@ -33,6 +36,13 @@ def from_checkpoint(ckpt_path: str, processed_dir: str | None = None) -> BundleP
             path=ckpt_path,
         )
     data = load_processed(processed_dir)
+    if (net.n_users, net.n_items) != (data.n_users, data.n_items):
+        raise RecsysError(
+            f"the checkpoint was trained on {net.n_users} users x {net.n_items} items, "
+            f"'{processed_dir}' has {data.n_users} x {data.n_items} (other preprocessing "
+            "settings?): pass the processed directory it was trained on as data.processed_dir",
+            path=ckpt_path,
+        )
     expected, found = trained_on.get("input_sha256"), data.metadata.get("input_sha256")
     if expected and found and expected != found:
         raise RecsysError(
@@ -42,7 +52,9 @@ def from_checkpoint(ckpt_path: str, processed_dir: str | None = None) -> BundleP
             path=ckpt_path,
         )
     known = known_interactions(data)
-    run_metrics = Path(ckpt_path).resolve().parent.parent / "metrics.json"
+    # The run's metrics.json tests best.ckpt: it describes no other checkpoint of the run.
+    ckpt = Path(ckpt_path).resolve()
+    run_metrics = ckpt.parent.parent / "metrics.json" if ckpt.name == "best.ckpt" else None
     return BundleParts(
         net=net,
         user_ids=_ids(data.path / "users.parquet", "user"),
@@ -51,10 +63,11 @@ def from_checkpoint(ckpt_path: str, processed_dir: str | None = None) -> BundleP
         seen_indices=known["indices"],
         popularity=known["popularity"],
         info={
-            "source": f"checkpoint {Path(ckpt_path).resolve()}",
+            "source_kind": "checkpoint",
+            "source": str(ckpt),
             "mlflow_run_id": meta.get("mlflow_run_id"),
             "input_sha256": found or expected,
-            "metrics": _test_metrics(run_metrics) if run_metrics.is_file() else {},
+            "metrics": _test_metrics(run_metrics) if run_metrics and run_metrics.is_file() else {},
         },
     )
 
@@ -95,6 +108,7 @@ def from_model_uri(model_uri: str) -> BundleParts:
             seen_indices=known["indices"],
             popularity=known["popularity"],
             info={
+                "source_kind": "mlflow",
                 "source": model_uri,
                 "mlflow_run_id": run_id,
                 "input_sha256": meta.get("data", {}).get("input_sha256"),
@@ -127,6 +141,7 @@ def _run_test_metrics(run_id: str, tmp: str) -> dict[str, Any]:
         path = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path="metrics.json", dst_path=tmp
         )
-    except Exception:  # a run without the artifact (e.g. test=false) still packages
+    except Exception as err:  # a run without the artifact (test=false) still packages
+        log.warning("no test metrics from MLflow run %s: %s", run_id, err)
         return {}
     return _test_metrics(Path(path))
