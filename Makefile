@@ -1,5 +1,7 @@
 # recsys: `make demo` and `make test` are all a new user needs (see README.md).
 SHELL := /bin/bash
+# A failing command fails its recipe even inside a pipe (`recsys-package ... | tee`).
+.SHELLFLAGS := -o pipefail -c
 .DEFAULT_GOAL := help
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

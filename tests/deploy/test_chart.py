@@ -167,6 +167,7 @@ def test_serving_container(defaults):
     env = env_of(container)
     assert env["OMP_WAIT_POLICY"]["value"] == "PASSIVE"
     assert "RECSYS_MODEL" not in env and "RECSYS_TORCH_THREADS" not in env
+    assert "RECSYS_DEVICE" not in env  # CPU unless GPUs are requested
     # HPA on: it owns the replica count.
     assert "replicas" not in deployment["spec"]
 
@@ -211,6 +212,7 @@ def test_serving_options():
     assert deployment["spec"]["replicas"] == 3
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert container["resources"]["requests"]["nvidia.com/gpu"] == 2
+    assert env_of(container)["RECSYS_DEVICE"]["value"] == "cuda"
     env = env_of(container)
     assert env["RECSYS_MODEL"]["value"] == "recsys:abc123"
     assert env["RECSYS_TORCH_THREADS"]["value"] == "4"
@@ -315,6 +317,13 @@ def test_training_job(full):
     assert volumes[mounts["/data"]]["persistentVolumeClaim"] == {"claimName": "recsys-data"}
     assert volumes[mounts["/tmp"]]["emptyDir"] == {}
     assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+
+
+def test_an_all_digit_tag_set_as_a_number_is_used_as_is():
+    """`--set image.tag=123` arrives as an integer: the schema takes it, the image keeps it."""
+    objects = render({"image": {"repository": "registry.example.com/recsys", "tag": 123}})
+    (container,) = pod_spec(one(objects, "Deployment"))["containers"]
+    assert container["image"] == "registry.example.com/recsys:123"
 
 
 def test_training_image_keeps_the_service_tag():

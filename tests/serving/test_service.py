@@ -153,3 +153,14 @@ def test_unknown_item_is_a_404_with_a_message(client):
 def test_probes_answer(client):
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_gpu_torch_cannot_see_fails_at_start_up(packaged, monkeypatch):
+    from recsys.serving.service import serving_device
+
+    monkeypatch.delenv("RECSYS_DEVICE", raising=False)
+    assert serving_device() == torch.device("cpu")
+    monkeypatch.setenv("RECSYS_DEVICE", "cuda")
+    with pytest.raises(RuntimeError, match="sees no CUDA device"):
+        serving_device()

@@ -101,11 +101,13 @@ class Bundle:
     popular_counts: torch.Tensor
     trained_items: torch.Tensor  # bool by item_idx: has train interactions
     item_unit: torch.Tensor | None  # unit item vectors for cosine similarity
+    device: torch.device  # where the net and the scoring tensors live
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Read a bundle written by `write_bundle` (weights_only loads throughout)."""
-    path = Path(path)
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+    """Read a bundle written by `write_bundle` (weights_only loads throughout); the scoring
+    tensors go to `device`, the id lookups stay in host memory."""
+    path, device = Path(path), torch.device(device)
     try:
         info = json.loads((path / INFO_FILE).read_text())
     except FileNotFoundError as err:
@@ -117,8 +119,8 @@ def load_bundle(path: str | Path) -> Bundle:
         )
     net = build_net(info["net"])
     net.load_state_dict(_load(path / WEIGHTS_FILE))
-    net.eval().requires_grad_(False)
-    item_side = _load(path / ITEM_SIDE_FILE)
+    net.eval().requires_grad_(False).to(device)
+    item_side = {name: t.to(device) for name, t in _load(path / ITEM_SIDE_FILE).items()}
     item_unit = item_side.pop("similarity", None)
     net.use_item_side(item_side)
     seen, popular = _load(path / SEEN_FILE), _load(path / POPULAR_FILE)
@@ -132,18 +134,22 @@ def load_bundle(path: str | Path) -> Bundle:
     popular_items = popular["items"].long()
     trained_items = torch.zeros(len(item_ids), dtype=torch.bool)
     trained_items[popular_items[popular["counts"] > 0]] = True
+    device_of: dict[str, torch.Tensor] = {
+        "seen_indptr": indptr.to(device),
+        "seen_indices": seen["indices"].long().to(device),
+        "trained_items": trained_items.to(device),
+    }
     return Bundle(
         net=net,
         info=info,
         user_index=dict(zip(known_users.to_list(), user_idx.tolist(), strict=True)),
         item_index={item_id: idx for idx, item_id in enumerate(item_ids.tolist())},
         item_ids=item_ids,
-        seen_indptr=indptr,
-        seen_indices=seen["indices"].long(),
         popular_items=popular_items,
         popular_counts=popular["counts"],
-        trained_items=trained_items,
         item_unit=item_unit,
+        device=device,
+        **device_of,
     )
 
 

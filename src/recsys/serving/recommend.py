@@ -56,7 +56,7 @@ def rank(bundle: Bundle, batch: Sequence[Query]) -> list[Ranked]:
         rows = [i for i, q in enumerate(batch) if q.user_idx >= 0 and q.exclude_seen == exclude]
         if not rows:
             continue
-        users = torch.tensor([batch[i].user_idx for i in rows], dtype=torch.long)
+        users = torch.tensor([batch[i].user_idx for i in rows], device=bundle.device)
         if exclude:
             seen_rows, seen_items = csr_rows(bundle.seen_indptr, bundle.seen_indices, users)
         else:

@@ -8,7 +8,8 @@ concurrent batches into one pass over the catalogue. BentoML allows one argument
 batchable API, so the SPEC's `{"user_ids", "k"}` body cannot be batchable itself.
 
 Environment: `RECSYS_MODEL` picks the model (default `recsys:latest`, the newest packaged),
-`RECSYS_TORCH_THREADS` torch's threads per worker (default 1, see `torch_threads`).
+`RECSYS_TORCH_THREADS` torch's threads per worker (default 1, see `torch_threads`),
+`RECSYS_DEVICE` where scoring runs (default: a GPU when torch sees one, else the CPU).
 """
 
 from __future__ import annotations
@@ -115,10 +116,23 @@ def pinned_model_tag() -> str:
     return str(stored.tag)
 
 
+def serving_device() -> torch.device:
+    """`RECSYS_DEVICE` (e.g. cuda, cuda:1, cpu); unset: the GPU when torch sees one. Asking for
+    CUDA where torch has none fails at start-up rather than serving from the CPU unnoticed."""
+    wanted = os.environ.get("RECSYS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(wanted)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"RECSYS_DEVICE={wanted}, but this torch build sees no CUDA device: serve from a "
+            "Bento built with CUDA torch (bentofile.yaml) on a node with a GPU"
+        )
+    return device
+
+
 def load_served_bundle(model: Any) -> Bundle:
-    """The bundle of a resolved BentoML model, torch threads set for this worker."""
+    """The bundle of a resolved BentoML model on the serving device, torch threads set."""
     torch.set_num_threads(torch_threads())
-    return load_bundle(model.path)
+    return load_bundle(model.path, serving_device())
 
 
 def freeze_heap() -> None:

@@ -81,7 +81,7 @@ The ServiceAccount the pods run as.
 The service image; the tag defaults to the chart's appVersion.
 */}}
 {{- define "recsys.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | toString | default .Chart.AppVersion) }}
 {{- end }}
 
 {{/*
@@ -90,7 +90,7 @@ Bento image serves only (no Lightning, Hydra or MLflow), so there is no default 
 */}}
 {{- define "recsys.trainingImage" -}}
 {{- $repository := required "training.image.repository is required when training.enabled=true: an image with recsys and its training dependencies, e.g. built from deploy/docker/train.Dockerfile (the Bento image only serves)" .Values.training.image.repository }}
-{{- $tag := .Values.training.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- $tag := .Values.training.image.tag | toString | default (.Values.image.tag | toString) | default .Chart.AppVersion }}
 {{- printf "%s:%s" $repository $tag }}
 {{- end }}
 
