@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 from pathlib import Path
 
 import polars as pl
@@ -62,3 +63,10 @@ def read_processed(directory: Path) -> dict:
         "kcore": meta["dropped"]["kcore"],
         "cold": meta["dropped"]["cold"],
     }
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for servers the tests start)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from recsys.tracking.mlflow import REGISTERED_MODEL
 from tests.conftest import BIN
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -59,12 +59,6 @@ def chart_commands(port: int, runs_dir: Path, processed_dir: Path) -> list[list[
     assert "--master-addr=recsys-train-1-0.recsys-train " in command, command
     local = re.sub(r"--master-addr=\S+", "--master-addr=127.0.0.1", command)
     return [["/bin/sh", "-c", local]] * NODES
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_nodes(commands: list[list[str]], cwd: Path, env: dict[str, str]) -> list[tuple]:

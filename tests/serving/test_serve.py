@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,16 +19,11 @@ import pytest
 from recsys.serving.bundle import load_bundle
 from recsys.serving.recommend import queries, rank
 from tests.conftest import BIN
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def call(url: str, body=None) -> tuple[int, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from hydra import compose, initialize_config_dir
 
 from recsys.config import CONFIG_DIR
 from recsys.train import train
+from tests.helpers import free_port
 
 
 @contextlib.contextmanager
@@ -58,12 +58,6 @@ def train_tracked(
     return train(cfg)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_uri() -> Iterator[str]:
     """A throwaway PostgreSQL 15 server with an empty `mlflow` database, for the session."""
@@ -75,7 +69,7 @@ def postgres_uri() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, user="postgres")
         as_owner = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
 
     def pg(*args: str) -> None:
         done = subprocess.run([*as_owner, *args], capture_output=True, text=True, timeout=120)
