@@ -12,26 +12,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import polars as pl
-from common import ROOT, WORK, build_neumf, console, machine, synthetic_processed, write_result
+from common import WORK, build_neumf, console, machine, synthetic_processed, write_result
 from rich.table import Table
 
 from recsys.data.evalsets import known_interactions
 from recsys.data.processed import load_processed
 from recsys.serving.bundle import BundleParts
+from recsys.serving.local import bentoml_serve
 
 TARGET_RPS = 300.0
 TARGET_P99_MS = 100.0
@@ -69,48 +65,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def bentoml_serve(tag: str, port: int, env: dict[str, str]):
-    """`bentoml serve` from the project root (as a user runs it), until /readyz answers."""
-    log = (WORK / "serve_load.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "BENTOML_HOME": str(STORE), "RECSYS_MODEL": tag,
-             "BENTOML_DO_NOT_TRACK": "true", **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited; see {log.name}")
-            if ready(f"http://127.0.0.1:{port}/readyz"):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bentoml serve not ready after 120 s; see {log.name}")
-            time.sleep(0.5)
-        yield
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 async def run_load(
@@ -192,11 +146,11 @@ def main() -> None:
             {"user_ids": rng.sample(sample, args.batch_users), "k": args.k} for _ in range(200)
         ],
     }
-    port = free_port()
+    env = {"BENTOML_HOME": str(STORE), "RECSYS_MODEL": tag, "BENTOML_DO_NOT_TRACK": "true"}
     results: dict[str, Any] = {}
-    with bentoml_serve(tag, port, env={}):
+    with bentoml_serve(free_port(), env, WORK / "serve_load.log") as base:
         for name, bodies in endpoints.items():
-            url = f"http://127.0.0.1:{port}/{name.split()[0]}"
+            url = f"{base}/{name.split()[0]}"
             asyncio.run(run_load(url, bodies, args.clients, args.warmup))
             row = summarize(*asyncio.run(run_load(url, bodies, args.clients, args.seconds)))
             results[name] = row

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
 import os
-import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,13 +14,12 @@ import bentoml
 import pytest
 
 from recsys.serving.bundle import load_bundle
+from recsys.serving.local import PROJECT_ROOT, bentoml_serve
 from recsys.serving.recommend import queries, rank
 from tests.conftest import BIN
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def call(url: str, body=None) -> tuple[int, str]:
@@ -39,36 +35,10 @@ def call(url: str, body=None) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def server(packaged, tmp_path_factory):
     """`bentoml serve` as a user runs it (project root, bentofile.yaml), on a free port."""
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "RECSYS_MODEL": packaged, "OMP_WAIT_POLICY": "PASSIVE"}
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [BIN / "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"bentoml serve exited:\n{log.read_text()[-5000:]}"
-            with contextlib.suppress(OSError):
-                if call(f"{base}/readyz")[0] == 200:
-                    break
-            assert time.monotonic() < deadline, f"not ready in 180 s:\n{log.read_text()[-5000:]}"
-            time.sleep(0.5)
+    env = {"RECSYS_MODEL": packaged, "OMP_WAIT_POLICY": "PASSIVE"}
+    with bentoml_serve(free_port(), env, log) as base:
         yield base, log
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +115,7 @@ def test_probes_and_prometheus_metrics(server):
 def test_bentoml_build_packages_service_code_and_newest_model(packaged, tmp_path):
     result = subprocess.run(
         [BIN / "bentoml", "build", "-o", "tag"],
-        cwd=ROOT,
+        cwd=PROJECT_ROOT,
         env={**os.environ, "RECSYS_MODEL": packaged},
         capture_output=True,
         text=True,
@@ -166,7 +136,7 @@ def test_bentoml_build_packages_service_code_and_newest_model(packaged, tmp_path
 def test_serve_without_a_packaged_model_says_what_to_do(tmp_path):
     result = subprocess.run(
         [BIN / "bentoml", "serve", "--port", str(free_port())],
-        cwd=ROOT,
+        cwd=PROJECT_ROOT,
         env={
             **{k: v for k, v in os.environ.items() if k != "RECSYS_MODEL"},
             "BENTOML_HOME": str(tmp_path / "empty-store"),
