@@ -28,6 +28,7 @@ from recsys.data.evalsets import known_interactions
 from recsys.data.processed import load_processed
 from recsys.serving.bundle import BundleParts
 from recsys.serving.local import bentoml_serve
+from recsys.serving.sources import ids_in_order
 
 TARGET_RPS = 300.0
 TARGET_P99_MS = 100.0
@@ -41,14 +42,10 @@ def package_model(processed: Path) -> str:
 
     data = load_processed(processed)
     known = known_interactions(data)
-    ids = {
-        kind: pl.read_parquet(processed / f"{kind}s.parquet").sort(f"{kind}_idx")[f"{kind}_id"]
-        for kind in ("user", "item")
-    }
     parts = BundleParts(
         net=build_neumf(data.n_users, data.n_items).eval(),
-        user_ids=ids["user"].to_list(),
-        item_ids=ids["item"].to_list(),
+        user_ids=ids_in_order(processed / "users.parquet", "user"),
+        item_ids=ids_in_order(processed / "items.parquet", "item"),
         seen_indptr=known["indptr"],
         seen_indices=known["indices"],
         popularity=known["popularity"],

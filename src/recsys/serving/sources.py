@@ -57,8 +57,8 @@ def from_checkpoint(ckpt_path: str, processed_dir: str | None = None) -> BundleP
     run_metrics = ckpt.parent.parent / "metrics.json" if ckpt.name == "best.ckpt" else None
     return BundleParts(
         net=net,
-        user_ids=_ids(data.path / "users.parquet", "user"),
-        item_ids=_ids(data.path / "items.parquet", "item"),
+        user_ids=ids_in_order(data.path / "users.parquet", "user"),
+        item_ids=ids_in_order(data.path / "items.parquet", "item"),
         seen_indptr=known["indptr"],
         seen_indices=known["indices"],
         popularity=known["popularity"],
@@ -102,8 +102,8 @@ def from_model_uri(model_uri: str) -> BundleParts:
         run_id = mlmodel.get("run_id") or meta.get("mlflow_run_id")
         return BundleParts(
             net=net,
-            user_ids=_ids(paths["users"], "user"),
-            item_ids=_ids(paths["items"], "item"),
+            user_ids=ids_in_order(paths["users"], "user"),
+            item_ids=ids_in_order(paths["items"], "item"),
             seen_indptr=known["indptr"],
             seen_indices=known["indices"],
             popularity=known["popularity"],
@@ -117,7 +117,7 @@ def from_model_uri(model_uri: str) -> BundleParts:
         )
 
 
-def _ids(path: Path, kind: str) -> list[str]:
+def ids_in_order(path: Path, kind: str) -> list[str]:
     """Ids in index order, checked to be the contiguous 0..n-1 the model's rows are."""
     frame = pl.read_parquet(path, columns=[f"{kind}_idx", f"{kind}_id"]).sort(f"{kind}_idx")
     index = frame[f"{kind}_idx"]
