@@ -1,20 +1,27 @@
-"""Training throughput: the real Lightning path (RecommenderModule + RecsysDataModule) against a
-bare PyTorch loop doing the same work, to show what Lightning costs per step.
+"""Training throughput on the demo data, two comparisons, each side by side in one run:
 
-Both contenders train the default NeuMF (conf/model/neumf.yaml) from the same initial weights
-on the same BPRTriplets epoch (same seed, so the same triplets), with the same Adam and the
-same loss; their weights after the epoch are compared to prove it. Repeats alternate the two
-contenders so that drift in the machine's load hits both alike.
-Results: benchmarks/results/train_throughput.json and a table on stdout.
+1. This checkout against the baseline commit (before the fast-training work): each side trains
+   its own default NeuMF and MF for one epoch with its own defaults (batch size, optimizer), in
+   its own process (train_worker.py, the tree's own `recsys-train` code).
+2. The real Lightning path (RecommenderModule + RecsysDataModule) against a bare PyTorch loop
+   doing the same work, to show what Lightning costs per step: both train the default NeuMF
+   from the same initial weights on the same BPRTriplets epoch (same seed, so the same
+   triplets), with the same optimizer and loss; their weights after the epoch are compared.
+
+Repeats alternate the contenders so that drift in the machine's load hits both alike.
+Results: benchmarks/results/train_throughput.json and tables on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,14 +31,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from common import (
-    add_run_options,
+    ROOT,
+    WORK,
     build_neumf,
     console,
-    earlier_report,
-    finish,
     machine,
     neumf_config,
-    sorted_rows,
     spread,
     synthetic_processed,
     write_result,
@@ -42,13 +47,17 @@ from rich.console import Console
 from rich.table import Table
 
 from recsys.data.datamodule import RecsysDataModule
-from recsys.data.processed import load_processed
 from recsys.data.sampling import BPRTriplets, NegativeSampler
-from recsys.training.module import RecommenderModule
+from recsys.training.module import lr_scale
 
-TARGET_RATIO = 0.9  # Lightning in-loop triplets/s over the bare loop's, at every batch size
-BATCH_SIZES = (256, 1024, 4096)
-WARMUP_BATCHES = 20
+# The commit before the fast-training work: the "today" every speed-up is measured against.
+BASELINE = "94fa464"
+# In-loop triplets/s of this checkout's default over the baseline's default, per model.
+TARGET_VS_BASELINE = {"neumf": 10.0, "mf": 10.0}
+TARGET_LIGHTNING_RATIO = 0.9  # Lightning in-loop triplets/s over the bare loop's
+WARMUP_BATCHES = 8
+WORKER = Path(__file__).with_name("train_worker.py")
+DATA_YAML = ROOT / "conf" / "data" / "default.yaml"
 SIZED_BY_DATA = ("n_users", "n_items")
 # Reseeded just before each epoch: equal dropout masks make the two nets' weights comparable.
 DROPOUT_SEED = 1
@@ -69,15 +78,21 @@ def trainer_kwargs(limit_batches: int | None) -> dict[str, Any]:
     }
 
 
-def lightning_run(processed: Path, batch_size: int, limit_batches: int | None) -> dict[str, Any]:
+def default_datamodule(processed: Path) -> RecsysDataModule:
+    """The DataModule `recsys-train` builds from conf/data/default.yaml (batch size included)."""
+    cfg = OmegaConf.load(DATA_YAML)
+    keep = ("batch_size", "num_negatives", "eval_batch_size")
+    datamodule = RecsysDataModule(str(processed), seed=0, **{k: cfg[k] for k in keep})
+    datamodule.load()  # recsys-train loads eagerly too, before building the trainer
+    return datamodule
+
+
+def lightning_run(processed: Path, limit_batches: int | None) -> dict[str, Any]:
     """One `trainer.fit` epoch; in-loop time is the module's own (first batch to last step)."""
     cfg = neumf_config()
-    datamodule = RecsysDataModule(str(processed), batch_size=batch_size, seed=0)
-    datamodule.load()  # recsys-train loads eagerly too, before building the trainer
+    datamodule = default_datamodule(processed)
     net = build_neumf(datamodule.n_users, datamodule.n_items)
-    module = RecommenderModule(
-        net, optimizer=instantiate(cfg.optimizer), l2_reg=cfg.l2_reg, ks=list(cfg.ks)
-    )
+    module = instantiate(cfg, net=net, _convert_="object")
     start = time.perf_counter()
     trainer = L.Trainer(**trainer_kwargs(limit_batches))
     torch.manual_seed(DROPOUT_SEED)
@@ -87,29 +102,35 @@ def lightning_run(processed: Path, batch_size: int, limit_batches: int | None) -
         "samples": module.train_samples,
         "in_loop_s": module.train_seconds,
         "end_to_end_s": end_to_end,
+        "batch_size": datamodule.train_batch_size,
         "net": net,
     }
 
 
-def bare_run(processed: Path, batch_size: int, limit_batches: int | None) -> dict[str, Any]:
-    """The same epoch as a plain loop: forward, loss, backward, Adam step, nothing else."""
+def bare_run(processed: Path, limit_batches: int | None) -> dict[str, Any]:
+    """The same epoch as a plain loop: forward, loss, backward, optimizer step, nothing else."""
     cfg = neumf_config()
-    data = load_processed(processed)
-    train = data.train
-    sampler = NegativeSampler(train.users, train.items, data.n_items)
-    net = build_neumf(data.n_users, data.n_items)
+    datamodule = default_datamodule(processed)
+    train = datamodule.load().train
+    batch_size = datamodule.train_batch_size
+    sampler = NegativeSampler(train.users, train.items, datamodule.n_items)
+    net = build_neumf(datamodule.n_users, datamodule.n_items)
     optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+    scale = lr_scale(batch_size, cfg.lr_scaling, cfg.lr_reference_batch)
+    for group in optimizer.param_groups:
+        group["lr"] *= scale
     l2_reg = float(cfg.l2_reg)
     net.train()
     torch.manual_seed(DROPOUT_SEED)
     torch.empty((), dtype=torch.int64).random_()  # as Lightning's DataLoader draws its base seed
     start = time.perf_counter()
-    triplets = BPRTriplets(train.users, train.items, sampler, batch_size, seed=0)
+    triplets = BPRTriplets(
+        train.users, train.items, sampler, batch_size, datamodule.num_negatives, seed=0
+    )
     samples = 0
     for users, pos, neg in itertools.islice(triplets, limit_batches):
-        diff = net.score(users, pos) - net.score(users, neg)
-        reg = net.regularization(users, pos, neg) / users.numel()
-        loss = F.softplus(-diff).mean() + l2_reg * reg
+        diff, sq_norm = net.bpr_terms(users, pos, neg)
+        loss = F.softplus(-diff).mean() + l2_reg * sq_norm / users.numel()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -118,22 +139,87 @@ def bare_run(processed: Path, batch_size: int, limit_batches: int | None) -> dic
     return {"samples": samples, "in_loop_s": seconds, "net": net}
 
 
+def baseline_tree() -> Path:
+    """src/ and conf/ of the baseline commit, extracted once: its own code and defaults."""
+    tree = WORK / f"baseline-{BASELINE}"
+    if not (tree / "src" / "recsys").is_dir():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", BASELINE, "src", "conf"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def worker_run(tree: Path | None, processed: Path, model: str, threads: int) -> dict[str, Any]:
+    """One epoch in a fresh process through `tree`'s code (None: this checkout)."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree / "src")
+    env.pop("RECSYS_CONFIG_DIR", None)  # each tree reads the conf/ beside its src/
+    cmd = [sys.executable, str(WORKER), "--processed", str(processed), "--threads", str(threads)]
+    out = subprocess.run(
+        [*cmd, f"model={model}"], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    expected = (tree or ROOT) / "src"
+    if not Path(result["recsys_source"]).resolve().is_relative_to(expected.resolve()):
+        raise SystemExit(f"worker imported {result['recsys_source']}, not {expected}")
+    return result
+
+
+def measure_against_baseline(
+    processed: Path, model: str, repeat: int, threads: int
+) -> dict[str, Any]:
+    """Each side's default `recsys-train` epoch, alternating who goes first."""
+    tree = baseline_tree()
+    rates: dict[str, list[float]] = {"baseline": [], "current": [], "paired": []}
+    runs: dict[str, dict[str, Any]] = {}
+    for r in range(repeat):
+        order = ["baseline", "current"] if r % 2 == 0 else ["current", "baseline"]
+        for side in order:
+            runs[side] = worker_run(tree if side == "baseline" else None, processed, model, threads)
+            rates[side].append(runs[side]["samples"] / runs[side]["in_loop_s"])
+        rates["paired"].append(rates["current"][-1] / rates["baseline"][-1])
+        console.print(
+            f"{model} repeat {r + 1}/{repeat}: baseline {rates['baseline'][-1]:,.0f}/s "
+            f"(batch {runs['baseline']['batch_size']}), current {rates['current'][-1]:,.0f}/s "
+            f"(batch {runs['current']['batch_size']}), load {os.getloadavg()[0]:.1f}"
+        )
+    ratio = statistics.median(rates["current"]) / statistics.median(rates["baseline"])
+    return {
+        "repeat": repeat,
+        "baseline_batch_size": runs["baseline"]["batch_size"],
+        "current_batch_size": runs["current"]["batch_size"],
+        "current_lr": runs["current"]["lr"],
+        "baseline_triplets_per_s": spread(rates["baseline"], 0),
+        "current_triplets_per_s": spread(rates["current"], 0),
+        "ratio": round(ratio, 2),
+        "ratio_paired": spread(rates["paired"], 2),
+        "target": TARGET_VS_BASELINE.get(model),
+        "target_met": ratio >= TARGET_VS_BASELINE.get(model, 0.0),
+    }
+
+
 def max_weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
     pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     return max(float((x - y).abs().max()) for x, y in pairs)
 
 
-def measure(
-    processed: Path, batch_size: int, repeat: int, limit: int | None, warmup: int
+def measure_lightning_overhead(
+    processed: Path, repeat: int, limit: int | None, warmup: int
 ) -> dict[str, Any]:
-    lightning_run(processed, batch_size, warmup)
-    bare_run(processed, batch_size, warmup)
+    """Lightning against the bare loop on the same epoch, at the default batch size."""
+    lightning_run(processed, warmup)
+    bare_run(processed, warmup)
     rates: dict[str, list[float]] = {"bare": [], "lightning": [], "end_to_end": [], "paired": []}
     weight_diff = 0.0
     for r in range(repeat):
         # Alternate who goes first: a load spike then penalises neither contender alone.
         runs = [bare_run, lightning_run] if r % 2 == 0 else [lightning_run, bare_run]
-        done = {run.__name__: run(processed, batch_size, limit) for run in runs}
+        done = {run.__name__: run(processed, limit) for run in runs}
         b, lt = done["bare_run"], done["lightning_run"]
         if b["samples"] != lt["samples"]:
             raise SystemExit(f"contenders saw {b['samples']} vs {lt['samples']} triplets")
@@ -143,58 +229,67 @@ def measure(
         rates["end_to_end"].append(lt["samples"] / lt["end_to_end_s"])
         rates["paired"].append(rates["lightning"][-1] / rates["bare"][-1])
         console.print(
-            f"threads {torch.get_num_threads()} batch {batch_size} repeat {r + 1}/{repeat}: "
-            f"bare {rates['bare'][-1]:,.0f}/s, "
-            f"lightning {rates['lightning'][-1]:,.0f}/s in-loop, "
-            f"{rates['end_to_end'][-1]:,.0f}/s end-to-end ({lt['end_to_end_s']:.2f}s), "
+            f"Lightning vs bare, repeat {r + 1}/{repeat} (batch {lt['batch_size']}): "
+            f"bare {rates['bare'][-1]:,.0f}/s, lightning {rates['lightning'][-1]:,.0f}/s "
+            f"in-loop, {rates['end_to_end'][-1]:,.0f}/s end-to-end, "
             f"load {os.getloadavg()[0]:.1f}"
         )
-    bare = statistics.median(rates["bare"])
-    ratio = statistics.median(rates["lightning"]) / bare
+    ratio = statistics.median(rates["lightning"]) / statistics.median(rates["bare"])
     return {
         "repeat": repeat,
+        "batch_size": lt["batch_size"],
         "triplets_per_epoch": b["samples"],
-        "steps": -(-b["samples"] // batch_size),
         "bare_triplets_per_s": spread(rates["bare"], 0),
         "lightning_triplets_per_s": spread(rates["lightning"], 0),
         "lightning_end_to_end_triplets_per_s": spread(rates["end_to_end"], 0),
         "ratio": round(ratio, 3),
         "ratio_paired": spread(rates["paired"]),
-        "end_to_end_ratio": round(statistics.median(rates["end_to_end"]) / bare, 3),
         "max_weight_diff_after_epoch": weight_diff,
-        "target_met": ratio >= TARGET_RATIO,
+        "target_met": ratio >= TARGET_LIGHTNING_RATIO,
     }
 
 
 def model_summary() -> dict[str, Any]:
     cfg = neumf_config()
     net = {k: v for k, v in OmegaConf.to_container(cfg.net).items() if k not in SIZED_BY_DATA}
-    return net | {"lr": cfg.optimizer.lr, "l2_reg": cfg.l2_reg}
+    return net | {"optimizer": OmegaConf.to_container(cfg.optimizer), "l2_reg": cfg.l2_reg}
 
 
-def table(report: dict[str, Any]) -> Table:
-    out = Table(title="NeuMF training, triplets/s: median (min-max) of n repeats")
-    cols = ("threads", "batch", "n", "bare loop", "Lightning in-loop", "ratio", "Lightning e2e")
-    for col in (*cols, "ok"):
-        out.add_column(col, justify="right")
+def cell(s: dict[str, Any]) -> str:
+    return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
 
-    def cell(s: dict[str, Any]) -> str:
-        return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
 
-    for threads, batch, row in sorted_rows(report):
+def tables(report: dict[str, Any]) -> list[Table]:
+    versus = Table(title=f"In-loop triplets/s against commit {BASELINE}: median (min-max)")
+    for col in ("model", "n", "baseline", "batch", "this checkout", "batch", "ratio", "target"):
+        versus.add_column(col, justify="right")
+    for model, row in report["vs_baseline"].items():
+        versus.add_row(
+            model,
+            str(row["repeat"]),
+            cell(row["baseline_triplets_per_s"]),
+            str(row["baseline_batch_size"]),
+            cell(row["current_triplets_per_s"]),
+            str(row["current_batch_size"]),
+            f"{row['ratio']:.2f}x",
+            f">= {row['target']}x: {'yes' if row['target_met'] else 'NO'}",
+        )
+    overhead = Table(title="Default NeuMF, triplets/s: Lightning against a bare loop")
+    for col in ("batch", "n", "bare loop", "Lightning in-loop", "ratio", "Lightning e2e", "ok"):
+        overhead.add_column(col, justify="right")
+    row = report.get("lightning_vs_bare")
+    if row:
         paired = row["ratio_paired"]
-        out.add_row(
-            threads,
-            batch,
+        overhead.add_row(
+            str(row["batch_size"]),
             str(row["repeat"]),
             cell(row["bare_triplets_per_s"]),
             cell(row["lightning_triplets_per_s"]),
             f"{row['ratio']:.3f} ({paired['min']:.2f}-{paired['max']:.2f})",
-            f"{row['lightning_end_to_end_triplets_per_s']['median']:,.0f} "
-            f"(x{row['end_to_end_ratio']:.2f})",
+            cell(row["lightning_end_to_end_triplets_per_s"]),
             "yes" if row["target_met"] else "NO",
         )
-    return out
+    return [versus, overhead]
 
 
 def quiet_lightning() -> None:
@@ -206,38 +301,49 @@ def quiet_lightning() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    add_run_options(parser, BATCH_SIZES)
-    parser.add_argument(
-        "--triplets", type=int, default=0, help="triplets per run (0: one whole epoch, ~227k)"
-    )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 4k triplets, 1 repeat")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, every contender")
+    parser.add_argument("--models", nargs="+", default=list(TARGET_VS_BASELINE))
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, short epochs")
     args = parser.parse_args()
-    warmup = WARMUP_BATCHES
+    limit, warmup = (None, WARMUP_BATCHES) if not args.quick else (8, 2)
     if args.quick:
-        args.repeat, args.triplets, warmup = 1, args.triplets or 4_096, 4
+        args.repeat = 1
+    torch.set_num_threads(args.threads)
     quiet_lightning()
     processed = synthetic_processed()
     report: dict[str, Any] = {
         "machine": machine(),
-        "repeat": args.repeat,
         "model": model_summary(),
+        "data": str(processed.relative_to(ROOT)),
         "timing": (
             "in-loop: on_train_epoch_start to the last optimizer step (RecommenderModule's own "
-            "train_samples / train_seconds; includes sampling the epoch), the target's number; "
-            "end-to-end: Trainer construction + trainer.fit (setup, sampler, val set, teardown)"
+            "train_samples / train_seconds; includes sampling the epoch); end-to-end: Trainer "
+            "construction + trainer.fit (setup, sampler, teardown)"
         ),
-        "target": f"Lightning in-loop >= {TARGET_RATIO} x bare loop at every batch size",
-        "results": earlier_report("train_throughput").get("results", {}) if args.merge else {},
+        "targets": {
+            "vs_baseline": TARGET_VS_BASELINE,
+            "lightning_vs_bare": f">= {TARGET_LIGHTNING_RATIO}",
+        },
+        "vs_baseline": {},
     }
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        rows = report["results"].setdefault(str(threads), {})
-        for batch_size in args.batch_sizes:
-            limit = -(-args.triplets // batch_size) if args.triplets else None
-            rows[str(batch_size)] = measure(processed, batch_size, args.repeat, limit, warmup)
-            path = write_result("train_throughput", finish(report), quick=args.quick)
+    for model in args.models:
+        row = measure_against_baseline(processed, model, args.repeat, args.threads)
+        report["vs_baseline"][model] = row
+        write_result("train_throughput", finish_report(report), quick=args.quick)
+    report["lightning_vs_bare"] = measure_lightning_overhead(processed, args.repeat, limit, warmup)
+    path = write_result("train_throughput", finish_report(report), quick=args.quick)
     console.print(f"wrote {path}")
-    Console(width=130).print(table(report))
+    for table in tables(report):
+        Console(width=130).print(table)
+
+
+def finish_report(report: dict[str, Any]) -> dict[str, Any]:
+    """Verdict over what has been measured so far (each part is saved as soon as it is done)."""
+    rows = [*report["vs_baseline"].values(), report.get("lightning_vs_bare") or {}]
+    report["target_met"] = all(row.get("target_met", True) for row in rows)
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
 
 
 if __name__ == "__main__":

@@ -35,11 +35,20 @@ class DataConfig:
     split: SplitKind = SplitKind.temporal
     val_fraction: float = 0.1
     test_fraction: float = 0.1
-    batch_size: int = 1024
-    num_negatives: int = 1
+    # An integer, or "auto" (sized to the data: RecsysDataModule.train_batch_size).
+    batch_size: Any = "auto"
+    num_negatives: int = 4
     eval_batch_size: int = 1024
-    val_max_users: int | None = None
+    val_max_users: int | None = 4096
     seed: int = 0
+
+
+class LrScaling(StrEnum):
+    """How the learning rate follows the global batch (lr x (batch / reference) ** p)."""
+
+    none = "none"  # p = 0
+    sqrt = "sqrt"  # p = 1/2: Adam's usual rule
+    linear = "linear"  # p = 1: SGD's usual rule
 
 
 @dataclass
@@ -52,6 +61,9 @@ class ModuleConfig:
     scheduler: Any = None
     l2_reg: float = 0.0
     ks: list[int] = field(default_factory=lambda: [10, 20])
+    # optimizer.lr is the rate at lr_reference_batch; other batches scale it by this rule.
+    lr_scaling: LrScaling = LrScaling.sqrt
+    lr_reference_batch: int = 1024
 
 
 class Protocol(StrEnum):
@@ -69,6 +81,7 @@ class EvalOptions:
     batch_size: int = 1024
     n_negatives: int = 99
     seed: int = 0
+    device: str = "auto"
 
 
 @dataclass

@@ -23,6 +23,7 @@ def run(cfg: DictConfig) -> float:
         batch_size=cfg.eval.batch_size,
         n_negatives=cfg.eval.n_negatives,
         seed=cfg.eval.seed,
+        device=cfg.eval.device,
     )
     key = "test/ndcg@10" if "test/ndcg@10" in metrics else next(iter(metrics))
     print(f"{metrics[key]:.6f}", flush=True)

@@ -70,6 +70,22 @@ def log_config(loggers: list[Any], cfg: DictConfig) -> None:
             lg.log_hyperparams(params)
 
 
+def build_datamodule(cfg: DictConfig) -> Any:
+    """The DataModule, loaded; its checks of data.* settings are user errors, which Hydra's
+    instantiate would otherwise wrap in a traceback."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        datamodule = instantiate(cfg.data)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, RecsysError):
+            raise err.__cause__ from None
+        raise
+    datamodule.load()
+    return datamodule
+
+
 def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     """The net sized by the data, wrapped in the LightningModule."""
     from hydra.utils import instantiate
@@ -97,8 +113,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from recsys.training.results import collect_metrics
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    datamodule.load()
+    datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"), cfg.get("ckpt_path"))

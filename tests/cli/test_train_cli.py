@@ -75,6 +75,10 @@ def test_train_then_eval(small_processed, in_tmp):
         "score": pl.Float32,
     }
     assert topk["rank"].max() == 20 and topk["user_idx"].n_unique() == evaluated["n_users"]
+    if not torch.cuda.is_available():  # a GPU that is not there: one line, nothing written
+        res, written = evaluate(in_tmp, run, small_processed, in_tmp / "gpu", "eval.device=cuda")
+        assert res.returncode == 2 and "eval.device" in res.stderr and written is None
+        assert "Traceback" not in res.stderr
 
 
 def test_eval_user_errors_exit_2(small_processed, in_tmp):

@@ -336,7 +336,7 @@ def test_neumf_from_gmf_only_copies_the_gmf_tower(pretrained):
     net = neumf_like(gmf, mlp, pretrained_gmf=str(gmf_path))
     torch.testing.assert_close(net.gmf_user.weight, gmf.user_emb.weight)
     torch.testing.assert_close(net.gmf_item.weight, gmf.item_emb.weight)
-    torch.testing.assert_close(net.head.weight[0, : gmf.embedding_dim], gmf.head.weight[0])
+    torch.testing.assert_close(net.gmf_head, gmf.head.weight[0])
 
 
 def test_neumf_refuses_wrong_class(pretrained):
@@ -412,18 +412,85 @@ def test_recommender_needs_users_and_items():
         MLP(3, 5, layers=[])
 
 
+def train_steps(net: Recommender, steps: int = 3, dtype: torch.dtype = torch.float32) -> None:
+    """A few Adam steps of the BPR forward pass on random triplets."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    for _ in range(steps):
+        users, pos, neg = (torch.randint(n, (16,)) for n in (20, 30, 30))
+        optimizer.zero_grad()
+        diff, sq_norm = net.bpr_terms(users, pos, neg)
+        (diff.to(dtype).sum() + sq_norm).backward()
+        optimizer.step()
+
+
 def test_neumf_fixed_gmf_head_stays_ones_while_the_rest_learns():
     torch.manual_seed(0)
     net = NeuMF(20, 30, gmf_dim=4, mlp_dim=4, layers=[4], learn_gmf_head=False)
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
-    before = net.head.weight.detach().clone()
-    for _ in range(3):
-        users, items = torch.randint(20, (16,)), torch.randint(30, (16,))
-        optimizer.zero_grad()
-        net.score(users, items).sum().backward()
-        optimizer.step()
-    after = net.head.weight.detach()
-    assert torch.equal(after[0, :4], torch.ones(4))
-    assert not torch.equal(after[0, 4:], before[0, 4:])
+    before = net.mlp_head.detach().clone()
+    train_steps(net)
+    assert torch.equal(net.gmf_head, torch.ones(4))
+    assert not torch.equal(net.mlp_head, before)
     rebuilt = build_net(net.spec())
     assert rebuilt.learn_gmf_head is False
+
+
+@pytest.mark.parametrize("move", ["to_float64_new_params", "load_state_dict_assign", "deepcopy"])
+def test_neumf_fixed_gmf_head_survives_moves_that_replace_the_parameters(move):
+    """What `.to("cuda")` does to a net: new tensors for its weights. A gradient hook or a
+    captured mask stays behind with the old tensors (recsys 0.1 crashed on CUDA that way);
+    a buffer moves with the net. The CPU stand-ins below replace every parameter tensor."""
+    torch.manual_seed(0)
+    net = NeuMF(20, 30, gmf_dim=4, mlp_dim=4, layers=[4], learn_gmf_head=False)
+    dtype = torch.float32
+    if move == "to_float64_new_params":
+        overwrite = torch.__future__.get_overwrite_module_params_on_conversion()
+        torch.__future__.set_overwrite_module_params_on_conversion(True)
+        try:
+            net, dtype = net.to(torch.float64), torch.float64
+        finally:
+            torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
+    elif move == "load_state_dict_assign":
+        fresh = NeuMF(20, 30, gmf_dim=4, mlp_dim=4, layers=[4], learn_gmf_head=False)
+        fresh.load_state_dict({k: v.clone() for k, v in net.state_dict().items()}, assign=True)
+        net = fresh
+    else:
+        net = __import__("copy").deepcopy(net)
+    train_steps(net, dtype=dtype)
+    assert torch.equal(net.gmf_head, torch.ones(4, dtype=dtype))
+    assert "gmf_head" in dict(net.named_buffers())
+    assert all(not p._backward_hooks for p in net.parameters())  # nothing left to go stale
+
+
+def test_neumf_learned_gmf_head_learns():
+    torch.manual_seed(0)
+    net = NeuMF(20, 30, gmf_dim=4, mlp_dim=4, layers=[4], learn_gmf_head=True)
+    train_steps(net)
+    assert not torch.equal(net.gmf_head.detach(), torch.ones(4))
+
+
+@pytest.mark.parametrize("learn_gmf_head", [True, False])
+def test_neumf_loads_a_fused_head_checkpoint(learn_gmf_head):
+    """recsys 0.1 saved the head as one `head.weight` [1, gmf_dim + last]."""
+    net = make("neumf")
+    state = net.state_dict()
+    fused = torch.cat([state.pop("gmf_head"), state.pop("mlp_head")])[None]
+    state["head.weight"] = fused
+    kwargs = {**net.spec(), "learn_gmf_head": learn_gmf_head}
+    loaded = build_net(kwargs).to(torch.float64).eval()
+    loaded.load_state_dict(state)
+    torch.testing.assert_close(loaded.gmf_head, fused[0, :5])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.score_items(ALL_USERS), net.score_items(ALL_USERS))
+
+
+@pytest.mark.parametrize("name", [n for n in FACTORIES if n != "pop"])
+def test_bpr_terms_match_pairwise_scores_and_regularization(name):
+    """The fused training forward pass equals the plain one: s(u,pos) - s(u,neg) and the L2."""
+    net = make(name)
+    g = torch.Generator().manual_seed(5)
+    users = torch.randint(N_USERS, (40,), generator=g)
+    pos, neg = (torch.randint(N_ITEMS, (40,), generator=g) for _ in range(2))
+    with torch.no_grad():
+        diff, sq_norm = net.bpr_terms(users, pos, neg)
+        torch.testing.assert_close(diff, net.score(users, pos) - net.score(users, neg))
+        torch.testing.assert_close(sq_norm, net.regularization(users, pos, neg))

@@ -50,7 +50,8 @@ def nets():
     torch.manual_seed(0)
     neumf = NeuMF(N_USERS, N_ITEMS, gmf_dim=8, mlp_dim=4, layers=[8, 4])
     with torch.no_grad():  # a trained-looking head and bias, not the all-ones/zeros init
-        neumf.head.weight.normal_()
+        neumf.gmf_head.normal_()
+        neumf.mlp_head.normal_()
         neumf.bias.weight.normal_()
     gmf = GMF(N_USERS, N_ITEMS, embedding_dim=8)
     with torch.no_grad():

@@ -56,7 +56,7 @@ def check_run(
     assert len(fit_steps) == epochs
     assert len([m for m in history("val/ndcg@10") if m.step in fit_steps]) == epochs
     if model != "Popularity":
-        assert len(history("train/loss_epoch")) == epochs
+        assert len(history("train/loss")) == epochs
 
     logged = run.data.metrics
     for name, value in metrics.items():

@@ -70,7 +70,7 @@ def test_eval_config_defaults(tmp_path):
 
 @pytest.mark.parametrize(
     "override",
-    ["model=nope", "trainer=tpu", "data.batch_size=big", "eval.protocol=loo"],
+    ["model=nope", "trainer=tpu", "model.lr_scaling=cubic", "eval.protocol=loo"],
 )
 def test_config_mistakes_are_refused(override, tmp_path):
     name = "eval" if override.startswith("eval.") else "train"

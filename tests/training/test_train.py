@@ -105,3 +105,53 @@ def test_neumf_from_pretrained_gmf_and_mlp(small_processed, tmp_path):
     # Initialised from the GMF (then fine-tuned one epoch: close, not equal).
     assert neumf.gmf_item.weight.shape == gmf.item_emb.weight.shape
     assert metrics["val/ndcg@10"] > 0
+
+
+@pytest.mark.parametrize("n", [1, 1000, 64 * 1024, 64 * 1500, 3_000_000, 10**9])
+def test_auto_batch_size_is_the_largest_power_of_two_that_keeps_enough_steps(n):
+    from recsys.data.datamodule import AUTO_MAX, AUTO_MIN, AUTO_STEPS_PER_EPOCH, auto_batch_size
+
+    batch = auto_batch_size(n)
+    assert batch & (batch - 1) == 0 and AUTO_MIN <= batch <= AUTO_MAX
+    assert batch == AUTO_MIN or n // batch >= AUTO_STEPS_PER_EPOCH
+    assert batch == AUTO_MAX or n // (2 * batch) < AUTO_STEPS_PER_EPOCH
+
+
+def test_auto_batch_and_scaled_learning_rate(small_processed, tmp_path):
+    """`data.batch_size=auto` resolves from the train split and negatives per interaction, and
+    the optimizer runs at lr x sqrt(batch / 1024) (the configured lr is the rate at 1024)."""
+    from recsys.data.datamodule import auto_batch_size
+
+    cfg = train_config(
+        small_processed, tmp_path, "model=mf", "trainer.max_epochs=1", "test=false",
+        "data.batch_size=auto", "data.num_negatives=8", "model.lr_scaling=sqrt",
+    )  # fmt: skip
+    _, objects = train(cfg)
+    datamodule, trainer = objects["datamodule"], objects["trainer"]
+    batch = auto_batch_size(len(datamodule.load().train) * 8)
+    assert datamodule.train_batch_size == batch > 1024
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(cfg.model.optimizer.lr * (batch / 1024) ** 0.5)
+    assert trainer.num_training_batches == -(-len(datamodule.load().train) * 8 // batch)
+
+
+def test_bad_batch_size_is_a_user_error(small_processed, tmp_path):
+    from recsys.errors import RecsysError
+
+    for value in ("big", "0"):
+        cfg = train_config(small_processed, tmp_path, f"data.batch_size={value}")
+        with pytest.raises(RecsysError, match="data.batch_size must be 'auto' or an integer"):
+            train(cfg)
+
+
+def test_loss_and_fit_time_are_logged_per_epoch_not_per_step(small_processed, tmp_path):
+    """A per-step self.log copies the loss to the host each step (a device sync)."""
+    cfg = train_config(small_processed, tmp_path, "model=mf", "trainer.max_epochs=2", "logger=csv")
+    train(cfg)
+    rows = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert "train/loss" in header and "time/fit_s" in header
+    assert not any(name.startswith("train/loss_") for name in header)
+    column = header.index("time/fit_s")
+    times = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
+    assert len(times) == 2 and 0 < times[0] < times[1]

@@ -7,6 +7,7 @@ import warnings
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from recsys.data.evalsets import EvalBatches, EvalSet
@@ -19,6 +20,19 @@ from recsys.errors import RecsysError
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
+# `batch_size: auto`: the largest power of two that still gives every epoch this many optimizer
+# steps, within [AUTO_MIN, AUTO_MAX]. Big batches amortise the per-step cost (optimizer over the
+# tables, Python); the step floor keeps small data from converging in too few updates.
+AUTO_STEPS_PER_EPOCH = 64
+AUTO_MIN, AUTO_MAX = 1024, 65536
+
+
+def auto_batch_size(triplets_per_epoch: int) -> int:
+    """Per-rank batch for `data.batch_size: auto` (see AUTO_STEPS_PER_EPOCH)."""
+    target = max(1, triplets_per_epoch // AUTO_STEPS_PER_EPOCH)
+    return min(AUTO_MAX, max(AUTO_MIN, 1 << (target.bit_length() - 1)))
+
+
 def _loader(dataset: Any) -> DataLoader:
     # Datasets yield whole batches as tensor slices: no per-sample __getitem__, no collation,
     # no worker processes (sampling an epoch takes milliseconds; workers would only copy).
@@ -29,18 +43,20 @@ class RecsysDataModule(L.LightningDataModule):
     def __init__(
         self,
         processed_dir: str,
-        batch_size: int = 1024,
-        num_negatives: int = 1,
+        batch_size: int | str = "auto",
+        num_negatives: int = 4,
         eval_batch_size: int = 1024,
-        val_max_users: int | None = None,
+        val_max_users: int | None = 4096,
         seed: int = 0,
         **preprocess_options: Any,  # the data group's recsys-preprocess settings; unused here
     ) -> None:
         super().__init__()
-        if batch_size < 1 or eval_batch_size < 1 or num_negatives < 1:
+        if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
             raise RecsysError(
-                "data.batch_size, data.eval_batch_size and data.num_negatives must be >= 1"
+                f"data.batch_size must be 'auto' or an integer >= 1, got {batch_size!r}"
             )
+        if eval_batch_size < 1 or num_negatives < 1:
+            raise RecsysError("data.eval_batch_size and data.num_negatives must be >= 1")
         if val_max_users is not None and val_max_users < 1:
             raise RecsysError("data.val_max_users must be null (all users) or >= 1")
         self.processed_dir = str(processed_dir)
@@ -51,6 +67,7 @@ class RecsysDataModule(L.LightningDataModule):
         self.seed = seed
         self.data: ProcessedData | None = None
         self.sampler: NegativeSampler | None = None
+        self.train_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.val_set: EvalSet | None = None
         self.test_set: EvalSet | None = None
 
@@ -77,8 +94,11 @@ class RecsysDataModule(L.LightningDataModule):
         data = self.load()
         tr, va, te = data.train, data.val, data.test
         if stage in (None, "fit") and self.sampler is None:
+            # Sampling and batching run where the model trains: no batch crosses the bus.
+            device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+            self.train_pairs = (tr.users.to(device), tr.items.to(device))
             try:
-                self.sampler = NegativeSampler(tr.users, tr.items, data.n_items)
+                self.sampler = NegativeSampler(*self.train_pairs, data.n_items)
             except ValueError as err:
                 raise RecsysError(str(err), path=data.path / "train.parquet") from err
         if stage in (None, "fit", "validate") and self.val_set is None:
@@ -95,16 +115,22 @@ class RecsysDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    @property
+    def train_batch_size(self) -> int:
+        """Triplets per optimizer step and rank: `batch_size`, with `auto` resolved."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        world = self._rank_world()[1]
+        return auto_batch_size(len(self.load().train) * self.num_negatives // world)
+
     def train_dataloader(self) -> DataLoader:
-        assert self.sampler is not None
+        assert self.sampler is not None and self.train_pairs is not None
         rank, world = self._rank_world()
-        train = self.load().train
         return _loader(
             BPRTriplets(
-                train.users,
-                train.items,
+                *self.train_pairs,
                 self.sampler,
-                self.batch_size,
+                self.train_batch_size,
                 self.num_negatives,
                 seed=self.seed,
                 rank=rank,

@@ -2,6 +2,7 @@
 
 Negatives are drawn uniformly from the items a user has not interacted with in train, by
 vectorized rejection: draw for everyone, redraw only the rejected, until none are left.
+Everything runs on the device the interactions live on: on a GPU, batches never cross the bus.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ class NegativeSampler:
 
     def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One uniform negative per entry of `users`."""
-        items = torch.randint(self.n_items, users.shape, generator=generator)
+        device = users.device
+        items = torch.randint(self.n_items, users.shape, generator=generator, device=device)
         todo = torch.nonzero(self.is_positive(users, items)).squeeze(1)
         for _ in range(MAX_REJECTION_ROUNDS):
             if todo.numel() == 0:
                 return items
-            redraw = torch.randint(self.n_items, todo.shape, generator=generator)
+            redraw = torch.randint(self.n_items, todo.shape, generator=generator, device=device)
             items[todo] = redraw
             todo = todo[self.is_positive(users[todo], redraw)]
         for idx in todo.tolist():  # a handful of users who saw most of the catalogue
@@ -51,12 +53,14 @@ class NegativeSampler:
         return items
 
     def _exact(self, user: int, generator: torch.Generator) -> int:
-        lo = int(torch.searchsorted(self.keys, torch.tensor(user * self.n_items)))
-        hi = int(torch.searchsorted(self.keys, torch.tensor((user + 1) * self.n_items)))
-        seen = torch.zeros(self.n_items, dtype=torch.bool)
-        seen[self.keys[lo:hi] - user * self.n_items] = True
+        keys = self.keys
+        bounds = torch.tensor([user, user + 1], device=keys.device) * self.n_items
+        lo, hi = torch.searchsorted(keys, bounds).tolist()
+        seen = torch.zeros(self.n_items, dtype=torch.bool, device=keys.device)
+        seen[keys[lo:hi] - user * self.n_items] = True
         free = torch.nonzero(~seen).squeeze(1)
-        return int(free[torch.randint(free.numel(), (1,), generator=generator)])
+        pick = torch.randint(free.numel(), (1,), generator=generator, device=keys.device)
+        return int(free[pick])
 
 
 class BPRTriplets(IterableDataset):
@@ -96,8 +100,9 @@ class BPRTriplets(IterableDataset):
         return -(-self.shard_size() // self.batch_size)
 
     def _shard(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(self.users.numel(), generator=g)
+        device = self.users.device
+        g = torch.Generator(device).manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.users.numel(), generator=g, device=device)
         per_rank = self.users.numel() // self.world_size
         shard = order[self.rank * per_rank : (self.rank + 1) * per_rank]
         return shard.repeat_interleave(self.num_negatives)
@@ -105,7 +110,8 @@ class BPRTriplets(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         epoch = self.epoch()
         shard = self._shard(epoch)
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 65_537 + self.rank)
+        g = torch.Generator(shard.device)
+        g.manual_seed((self.seed * 1_000_003 + epoch) * 65_537 + self.rank)
         chunk = max(self.batch_size, CHUNK_TRIPLETS // self.batch_size * self.batch_size)
         for lo in range(0, shard.numel(), chunk):
             idx = shard[lo : lo + chunk]

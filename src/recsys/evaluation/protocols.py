@@ -4,7 +4,7 @@ sampled protocol. Validation, `recsys-eval` and the tests share `rank_batch`."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -28,6 +28,17 @@ class RankedBatch:
         """Real candidates: masked (seen) slots are -inf."""
         return self.scores > -torch.inf
 
+    def cpu(self) -> RankedBatch:
+        return replace(self, **{f.name: getattr(self, f.name).cpu() for f in fields(self)})
+
+
+def net_device(net: Recommender) -> torch.device:
+    """Where the net's weights live (a popularity net has buffers only)."""
+    tensor = next(iter(net.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(net.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
 
 @torch.no_grad()
 def rank_batch(net: Recommender, batch: dict[str, torch.Tensor], k: int) -> RankedBatch:
@@ -41,20 +52,22 @@ def rank_batch(net: Recommender, batch: dict[str, torch.Tensor], k: int) -> Rank
 def iterate_ranked(
     net: Recommender, evalset: EvalSet, k: int, batch_size: int = 1024
 ) -> Iterator[RankedBatch]:
-    users = evalset.users
+    users, device = evalset.users, net_device(net)
     for lo in range(0, users.numel(), batch_size):
-        yield rank_batch(net, evalset.batch(users[lo : lo + batch_size]), k)
+        batch = evalset.batch(users[lo : lo + batch_size])
+        yield rank_batch(net, {name: t.to(device) for name, t in batch.items()}, k)
 
 
 def evaluate_full(
     net: Recommender, evalset: EvalSet, ks: Sequence[int], batch_size: int = 1024
 ) -> tuple[dict[str, float], list[RankedBatch]]:
-    """Mean Recall@K / NDCG@K over the eval set's users, plus every user's top-max(K) list."""
-    metric = RankingMetrics(ks)
+    """Mean Recall@K / NDCG@K over the eval set's users, plus every user's top-max(K) list
+    (in host memory), computed where the net lives."""
+    metric = RankingMetrics(ks).to(net_device(net))
     ranked = []
     for batch in iterate_ranked(net, evalset, max(ks), batch_size):
         metric.update(batch.hits, batch.n_relevant)
-        ranked.append(batch)
+        ranked.append(batch.cpu())
     values = {name: float(v) for name, v in metric.compute().items()}
     values["n_users"] = int(values["n_users"])
     return values, ranked
@@ -77,14 +90,15 @@ def evaluate_sampled(
     Ties count against the held-out item, so a constant scorer gets no credit.
     """
     g = torch.Generator().manual_seed(seed)
+    device = net_device(net)
     ranks = []
     for lo in range(0, users.numel(), batch_size):
         u, i = users[lo : lo + batch_size], items[lo : lo + batch_size]
         u_rep = u.repeat_interleave(n_negatives)
-        negatives = known.sample(u_rep, g)
-        pos = net.score(u, i).float()
-        neg = net.score(u_rep, negatives).float().view(-1, n_negatives)
-        ranks.append((neg >= pos[:, None]).sum(1))
+        negatives = known.sample(u_rep, g)  # on the host: the same negatives on every device
+        pos = net.score(u.to(device), i.to(device)).float()
+        neg = net.score(u_rep.to(device), negatives.to(device)).float().view(-1, n_negatives)
+        ranks.append((neg >= pos[:, None]).sum(1).cpu())
     rank = torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.long)
     n = max(1, rank.numel())
     out: dict[str, float] = {}

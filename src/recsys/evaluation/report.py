@@ -14,6 +14,7 @@ from recsys.data.evalsets import EvalSet
 from recsys.data.io import atomic_file, write_json
 from recsys.data.processed import load_processed
 from recsys.data.sampling import NegativeSampler
+from recsys.devices import resolve_device
 from recsys.errors import RecsysError
 from recsys.evaluation.protocols import RankedBatch, evaluate_full, evaluate_sampled
 from recsys.models.checkpoint import CheckpointError, load_net
@@ -57,8 +58,13 @@ def evaluate_checkpoint(
     batch_size: int = 1024,
     n_negatives: int = 99,
     seed: int = 0,
+    device: str = "auto",
 ) -> dict[str, float | int]:
     ks = check_ks(ks)
+    try:
+        on = resolve_device(device)
+    except ValueError as err:
+        raise RecsysError(f"eval.device: {err}") from err
     if protocol not in ("full", "sampled"):
         raise RecsysError(f"eval.protocol must be 'full' or 'sampled', got '{protocol}'")
     try:
@@ -81,6 +87,7 @@ def evaluate_checkpoint(
         raise RecsysError(
             "the test split has no users to evaluate", path=data.path / "test.parquet"
         )
+    net.to(on)
     with torch.inference_mode():
         values, ranked = evaluate_full(net, test_set, ks, batch_size)
         metrics: dict[str, float | int] = {

@@ -44,6 +44,15 @@ class Recommender(nn.Module):
         """Squared L2 norm of the embedding rows this batch touches (BPR's usual penalty)."""
         return users.new_zeros((), dtype=torch.float32)
 
+    def bpr_terms(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training step's forward pass: s(u, pos) - s(u, neg), shape [N], and
+        `regularization(users, pos, neg)`. Nets override it to look each embedding table up
+        once per step: every extra lookup costs a table-sized gradient in the backward pass."""
+        diff = self.score(users, pos) - self.score(users, neg)
+        return diff, self.regularization(users, pos, neg)
+
     def item_embeddings(self) -> torch.Tensor:
         """Item vectors for item-to-item similarity, shape [n_items, d]."""
         raise NotImplementedError
@@ -73,6 +82,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def rows(table: nn.Embedding, index: torch.Tensor) -> torch.Tensor:
+    """`table(index)` for the training step. index_select's backward (index_add) is about 1.7x
+    faster on CPU than the embedding backward, which dispatches one add per looked-up row."""
+    return table.weight.index_select(0, index)
 
 
 def embedding_sq_norm(*rows: torch.Tensor) -> torch.Tensor:

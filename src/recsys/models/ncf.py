@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from recsys.models.base import Recommender, embedding_sq_norm
+from recsys.models.base import Recommender, embedding_sq_norm, rows
 
 # Training-time chunk budget for [users x items x first-layer width] activations (128 MiB).
 PAIR_BUDGET = 32 * 1024 * 1024
@@ -53,6 +54,17 @@ class _MLPPart(nn.Module):
     def pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.user_emb(users), self.item_emb(items)], dim=-1)
         return self.rest(self.first(x))
+
+    def pos_neg(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tower outputs for (users, items[:N]) and (users, items[N:]) as [2, N, last], with
+        the first layer's user half computed once, and the rows' squared L2 norm."""
+        d, n = self.embedding_dim, users.numel()
+        u, q = rows(self.user_emb, users), rows(self.item_emb, items)
+        user_part = F.linear(u, self.first.weight[:, :d], self.first.bias)  # [N, H]
+        item_part = F.linear(q, self.first.weight[:, d:]).view(2, n, -1)  # [2, N, H]
+        return self.rest(user_part + item_part), embedding_sq_norm(u, q)
 
     def item_part(self) -> torch.Tensor:
         """The item half of the first layer for every item, [n_items, H]."""
@@ -136,6 +148,11 @@ class GMF(Recommender):
     def regularization(self, users, pos, neg):
         return embedding_sq_norm(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
 
+    def bpr_terms(self, users, pos, neg):
+        u = rows(self.user_emb, users)
+        q = rows(self.item_emb, torch.cat([pos, neg])).view(2, users.numel(), -1)
+        return (u * self.head.weight[0] * (q[0] - q[1])).sum(-1), embedding_sq_norm(u, q)
+
     def item_embeddings(self):
         return self.item_emb.weight
 
@@ -176,6 +193,10 @@ class MLP(Recommender):
         m = self.mlp
         return embedding_sq_norm(m.user_emb(users), m.item_emb(pos), m.item_emb(neg))
 
+    def bpr_terms(self, users, pos, neg):
+        tower, sq_norm = self.mlp.pos_neg(users, torch.cat([pos, neg]))
+        return (tower[0] - tower[1]) @ self.head.weight[0], sq_norm
+
     def item_embeddings(self):
         return self.mlp.item_emb.weight
 
@@ -186,6 +207,9 @@ class MLP(Recommender):
 class NeuMF(Recommender):
     """GMF and MLP towers with separate embeddings, fused by one linear head, plus an item
     bias (`item_bias`, not in the paper: see README "Model defaults").
+
+    The head is two vectors, `gmf_head` and `mlp_head`; with `learn_gmf_head=False` the GMF
+    half is a buffer, so it stays fixed whatever device or dtype the net moves to.
 
     `pretrained_gmf` / `pretrained_mlp` name trained GMF / MLP checkpoints to start from, as in
     the NCF paper; the head then starts as alpha * h_gmf and (1 - alpha) * h_mlp.
@@ -222,38 +246,43 @@ class NeuMF(Recommender):
         nn.init.normal_(self.gmf_user.weight, std=init_std)
         nn.init.normal_(self.gmf_item.weight, std=init_std)
         self.mlp = _MLPPart(n_users, n_items, mlp_dim, self.layers, dropout, init_std)
-        self.head = nn.Linear(gmf_dim + self.layers[-1], 1, bias=False)
+        # Starts as plain MF (GMF head ones, MLP head zeros): the MLP tower adds to a working
+        # dot product only as far as it helps, instead of adding noise from step 0. A fixed
+        # GMF half keeps the L2 on embeddings effective: a learned, unpenalised h could grow
+        # while the embeddings shrink.
+        self.mlp_head = nn.Parameter(torch.zeros(self.layers[-1]))
+        if learn_gmf_head:
+            self.gmf_head = nn.Parameter(torch.ones(gmf_dim))
+        else:
+            self.register_buffer("gmf_head", torch.ones(gmf_dim))
+        self.register_load_state_dict_pre_hook(_split_fused_head)
         # Item popularity as its own term: BPR with uniform negatives learns it first, and
         # without a bias it must be squeezed into every embedding.
         self.bias = nn.Embedding(n_items, 1) if item_bias else None
         if self.bias is not None:
             nn.init.zeros_(self.bias.weight)
-        with torch.no_grad():
-            # Starts as plain MF (GMF head ones, MLP head zeros): the MLP tower adds to a
-            # working dot product only as far as it helps, instead of adding noise from step 0.
-            self.head.weight[0, :gmf_dim] = 1.0
-            self.head.weight[0, gmf_dim:] = 0.0
         if pretrained_gmf or pretrained_mlp:
             self._load_pretrained()
-        if not learn_gmf_head:
-            # The GMF half stays a plain dot product: the L2 on embeddings cannot be undone by
-            # shrinking them while h grows (h itself carries no penalty).
-            mask = torch.ones_like(self.head.weight)
-            mask[0, :gmf_dim] = 0.0
-            self.head.weight.register_hook(lambda grad: grad * mask)
-
-    def _heads(self) -> tuple[torch.Tensor, torch.Tensor]:
-        w = self.head.weight[0]
-        return w[: self.gmf_dim], w[self.gmf_dim :]
 
     def score(self, users, items):
-        gmf = self.gmf_user(users) * self.gmf_item(items)
-        s = self.head(torch.cat([gmf, self.mlp.pairs(users, items)], dim=-1)).squeeze(-1)
+        gmf = (self.gmf_user(users) * self.gmf_item(items)) @ self.gmf_head
+        s = gmf + self.mlp.pairs(users, items) @ self.mlp_head
         return s if self.bias is None else s + self.bias(items).squeeze(-1)
+
+    def bpr_terms(self, users, pos, neg):
+        items = torch.cat([pos, neg])
+        p = rows(self.gmf_user, users)
+        q = rows(self.gmf_item, items).view(2, users.numel(), -1)
+        tower, mlp_sq_norm = self.mlp.pos_neg(users, items)
+        diff = (p * self.gmf_head * (q[0] - q[1])).sum(-1) + (tower[0] - tower[1]) @ self.mlp_head
+        if self.bias is not None:
+            b = rows(self.bias, items).view(2, -1)
+            diff = diff + (b[0] - b[1])
+        return diff, embedding_sq_norm(p, q) + mlp_sq_norm
 
     def score_items(self, users, start=0, stop=None):
         stop = self.n_items if stop is None else stop
-        h_gmf, h_mlp = self._heads()
+        h_gmf, h_mlp = self.gmf_head, self.mlp_head
         frozen = self.frozen_items or {}
         if "gmf_item" in frozen:
             s = self.gmf_user(users) @ frozen["gmf_item"][start:stop].T
@@ -266,7 +295,7 @@ class NeuMF(Recommender):
     def item_side(self):
         """GMF item vectors with the GMF head folded in, and the MLP's first-layer item half."""
         return {
-            "gmf_item": self.gmf_item.weight * self._heads()[0],
+            "gmf_item": self.gmf_item.weight * self.gmf_head,
             "mlp_item": self.mlp.item_part(),
         }
 
@@ -298,11 +327,19 @@ class NeuMF(Recommender):
                 self.mlp.load_state_dict(mlp.mlp.state_dict())
                 h_mlp = mlp.head.weight[0]
             if h_gmf is not None and h_mlp is not None:
-                self.head.weight[0] = torch.cat([self.alpha * h_gmf, (1 - self.alpha) * h_mlp])
-            elif h_gmf is not None:
-                self.head.weight[0, : self.gmf_dim] = h_gmf
-            elif h_mlp is not None:
-                self.head.weight[0, self.gmf_dim :] = h_mlp
+                h_gmf, h_mlp = self.alpha * h_gmf, (1 - self.alpha) * h_mlp
+            if h_gmf is not None:
+                self.gmf_head.copy_(h_gmf)
+            if h_mlp is not None:
+                self.mlp_head.copy_(h_mlp)
+
+
+def _split_fused_head(module: NeuMF, state_dict: dict[str, torch.Tensor], prefix: str, *_) -> None:
+    """Checkpoints of recsys 0.1 hold the head as one `head.weight` [1, gmf_dim + last]."""
+    fused = state_dict.pop(prefix + "head.weight", None)
+    if fused is not None:
+        state_dict[prefix + "gmf_head"] = fused[0, : module.gmf_dim]
+        state_dict[prefix + "mlp_head"] = fused[0, module.gmf_dim :]
 
 
 def _expect(net: Any, cls: type, target: NeuMF) -> Any:

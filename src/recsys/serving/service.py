@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
+from recsys.devices import resolve_device
 from recsys.serving.bundle import Bundle, load_bundle
 from recsys.serving.recommend import (
     NoItemVectors,
@@ -119,14 +120,14 @@ def pinned_model_tag() -> str:
 def serving_device() -> torch.device:
     """`RECSYS_DEVICE` (e.g. cuda, cuda:1, cpu); unset: the GPU when torch sees one. Asking for
     CUDA where torch has none fails at start-up rather than serving from the CPU unnoticed."""
-    wanted = os.environ.get("RECSYS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(wanted)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    wanted = os.environ.get("RECSYS_DEVICE")
+    try:
+        return resolve_device(wanted)
+    except ValueError as err:
         raise RuntimeError(
-            f"RECSYS_DEVICE={wanted}, but this torch build sees no CUDA device: serve from a "
-            "Bento built with CUDA torch (bentofile.yaml) on a node with a GPU"
-        )
-    return device
+            f"RECSYS_DEVICE={wanted}: {err}; serve from a Bento built with CUDA torch "
+            "(bentofile.yaml) on a node with a GPU"
+        ) from err
 
 
 def load_served_bundle(model: Any) -> Bundle:

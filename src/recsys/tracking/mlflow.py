@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 REGISTERED_MODEL = "recsys"
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
-CURVES = ("train/loss_epoch", f"val/ndcg@{MONITOR_K}", f"val/recall@{MONITOR_K}")
+CURVES = ("train/loss", f"val/ndcg@{MONITOR_K}", f"val/recall@{MONITOR_K}")
 PLOT_KS = range(1, 51)
 TOP_K = 10
 # Test users behind the K-curves and popularity plots: a fixed sample keeps finish_run to

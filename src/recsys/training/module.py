@@ -22,6 +22,13 @@ from recsys.evaluation.protocols import rank_batch
 from recsys.models.base import Recommender
 
 MONITOR_K = 10  # val/ndcg@10 selects checkpoints (SPEC section 2), so K=10 is always computed
+# Learning-rate scaling rules: lr x (global batch / reference batch) ** exponent.
+LR_SCALING = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
+
+
+def lr_scale(global_batch: int, rule: str, reference_batch: int) -> float:
+    """Factor on a learning rate tuned at `reference_batch` for a run at `global_batch`."""
+    return (global_batch / reference_batch) ** LR_SCALING[rule]
 
 
 class RecommenderModule(L.LightningModule):
@@ -32,10 +39,16 @@ class RecommenderModule(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         l2_reg: float = 0.0,
         ks: Sequence[int] = (10, 20),
+        lr_scaling: str = "sqrt",
+        lr_reference_batch: int = 1024,
     ) -> None:
         super().__init__()
+        if lr_scaling not in LR_SCALING:
+            raise ValueError(f"lr_scaling must be one of {sorted(LR_SCALING)}, got {lr_scaling!r}")
         # Plain values only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters({"l2_reg": float(l2_reg), "ks": [int(k) for k in ks]})
+        self.lr_scaling = lr_scaling
+        self.lr_reference_batch = int(lr_reference_batch)
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -45,18 +58,18 @@ class RecommenderModule(L.LightningModule):
         self.test_metrics = RankingMetrics(self.ks)
         self.val_ndcg_best = MaxMetric()
         self.val_ndcg_best.persistent(True)  # a resumed run remembers its best epoch
-        self._epoch_start = self._last_batch_end = 0.0
-        self._epoch_samples = 0
+        self._epoch_start = self._last_batch_end = self._fit_start = 0.0
+        self._epoch_samples = self._loss_steps = 0
+        self._loss_sum = torch.zeros(())
         self.train_seconds = 0.0
         self.train_samples = 0
 
     # --- training -------------------------------------------------------------------------
     def bpr_loss(self, users, pos, neg) -> tuple[torch.Tensor, torch.Tensor]:
         """-log sigmoid(s_ui - s_uj), averaged, and the batch's embedding L2 per sample."""
-        diff = self.net.score(users, pos) - self.net.score(users, neg)
+        diff, sq_norm = self.net.bpr_terms(users, pos, neg)
         loss = F.softplus(-diff).mean()  # = -log(sigmoid(diff)), stable for large |diff|
-        reg = self.net.regularization(users, pos, neg) / users.numel()
-        return loss, reg
+        return loss, sq_norm / users.numel()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         users, pos, neg = batch
@@ -64,7 +77,10 @@ class RecommenderModule(L.LightningModule):
         if not self.net.trainable:
             return None
         loss, reg = self.bpr_loss(users, pos, neg)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # Summed on the device and logged once per epoch: a per-step self.log would copy the
+        # loss to the host (a device sync) on every step.
+        self._loss_sum += loss.detach()
+        self._loss_steps += 1
         return loss + self.l2_reg * reg
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -73,8 +89,13 @@ class RecommenderModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_start = self._last_batch_end = time.perf_counter()
         self._epoch_samples = 0
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._loss_steps = 0
 
     def on_train_epoch_end(self) -> None:
+        if self.device.type == "cuda":  # the steps were only queued: time them to their end
+            torch.cuda.synchronize(self.device)
+            self._last_batch_end = time.perf_counter()
         # Up to the last optimizer step: validation runs inside the epoch, before this hook.
         seconds = self._last_batch_end - self._epoch_start
         self.train_seconds += seconds
@@ -82,11 +103,20 @@ class RecommenderModule(L.LightningModule):
         # Per-rank rate summed over ranks: the job's throughput.
         rate = self._epoch_samples / max(seconds, 1e-9)
         self.log("train/samples_per_sec", rate, sync_dist=True, reduce_fx="sum")
+        if self._loss_steps:
+            self.log("train/loss", self._loss_sum / self._loss_steps, sync_dist=True)
+        self.log("time/fit_s", time.perf_counter() - self._fit_start)
+
+    def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
 
     def configure_optimizers(self) -> Any:
         if not self.net.trainable or self.optimizer_factory is None:
             return None
         optimizer = self.optimizer_factory(params=self.parameters())
+        scale = self.lr_scale()
+        for group in optimizer.param_groups:
+            group["lr"] *= scale
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -94,6 +124,16 @@ class RecommenderModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": "val/ndcg@10", "interval": "epoch"},
         }
+
+    def lr_scale(self) -> float:
+        """Factor on the configured learning rate (which is the rate at `lr_reference_batch`)
+        for this run's global batch, so that `data.batch_size: auto` keeps its quality."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        batch = getattr(datamodule, "train_batch_size", None)
+        if batch is None:
+            return 1.0
+        global_batch = batch * self.trainer.world_size
+        return lr_scale(global_batch, self.lr_scaling, self.lr_reference_batch)
 
     # --- evaluation -----------------------------------------------------------------------
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
