@@ -24,11 +24,14 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # BentoML: no usage reporting from demos, tests and benchmarks.
 export BENTOML_DO_NOT_TRACK ?= true
 SERVE_PORT ?= 3000
+# `make bench-peers`: one venv per peer (their pins clash with ours: RecBole needs numpy < 2).
+PEER_VENVS := benchmarks/.work/venvs
+PEERS_ARGS ?=
 
-.PHONY: help setup demo test bench train sweep serve bento helm-lint lint clean distclean
+.PHONY: help setup demo test bench bench-peers train sweep serve bento helm-lint lint clean distclean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed  ## create .venv and install recsys (CPU torch first); instant when up to date
 
@@ -66,6 +69,17 @@ bench: setup  ## preprocessing, training, evaluation and serving speed -> benchm
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/eval_speed.py
 	$(BIN)/python benchmarks/serve_load.py
+
+bench-peers: setup $(PEER_VENVS)/recbole/.installed $(PEER_VENVS)/implicit/.installed  ## recsys vs RecBole and implicit (PEERS_ARGS=--quick) -> benchmarks/results/peers.json
+	$(BIN)/python benchmarks/peers.py $(PEERS_ARGS)
+
+$(PEER_VENVS)/%/.installed: benchmarks/peers/requirements-%.txt
+	@test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --upgrade pip
+	@# torch first, and held by a constraint: a peer's looser pin would fetch GBs of CUDA wheels.
+	$(@D)/bin/python -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
+	$(@D)/bin/python -m pip install --quiet -c <(echo torch==$(TORCH_VERSION)) -r $<
+	@touch $@
 
 serve: setup  ## serve the newest packaged `recsys` model on SERVE_PORT (bentoml serve)
 	$(BIN)/bentoml serve --port $(SERVE_PORT)

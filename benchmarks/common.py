@@ -25,20 +25,24 @@ NEUMF_YAML = ROOT / "conf" / "model" / "neumf.yaml"
 console = Console(stderr=True)
 
 
-def synthetic_processed(n_reviews: int = 300_000) -> Path:
-    """The `make demo` data (default synthetic spec), generated and preprocessed once."""
+def synthetic_processed(n_reviews: int = 300_000, **spec: Any) -> Path:
+    """The `make demo` data (default synthetic spec), generated and preprocessed once; `spec`
+    overrides other SyntheticSpec fields (e.g. n_users=2_000 for a small smoke-test set)."""
     from recsys.data.options import PrepareOptions, SyntheticSpec
     from recsys.data.prepare import prepare_dataset
     from recsys.data.synthetic import write_reviews
 
-    base = WORK / f"synthetic_{n_reviews}"
+    # One cache directory per spec; the default spec keeps its old name (and its cache).
+    base = WORK / "_".join(
+        [f"synthetic_{n_reviews}", *(f"{k}{v}" for k, v in sorted(spec.items()))]
+    )
     processed = base / "processed"
     if (processed / "metadata.json").exists():
         return processed
     raw = base / "reviews.jsonl.gz"
     t = time.perf_counter()
     if not raw.exists():
-        write_reviews(raw, SyntheticSpec(n_interactions=n_reviews))
+        write_reviews(raw, SyntheticSpec(n_interactions=n_reviews, **spec))
     prepare_dataset(raw, processed, PrepareOptions(), console=console)
     console.print(f"prepared {n_reviews:,} synthetic reviews in {time.perf_counter() - t:.1f}s")
     return processed
