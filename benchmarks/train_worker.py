@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import time
 import warnings
 
@@ -69,6 +70,8 @@ def main() -> None:
                 "samples": module.train_samples,
                 "in_loop_s": module.train_seconds,
                 "end_to_end_s": end_to_end,
+                # This process's peak: data, sampler, model, optimizer state (Linux: KiB).
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         ),
         flush=True,

@@ -14,7 +14,7 @@ def resolve_device(wanted: str | None) -> torch.device:
     try:
         device = torch.device(wanted)
     except RuntimeError as err:
-        raise ValueError(f"'{wanted}' is not a torch device (use auto, cpu, cuda or cuda:N)") from err
+        raise ValueError(f"'{wanted}' is not a device: use auto, cpu, cuda or cuda:N") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"'{wanted}' asks for CUDA, but this torch build sees no CUDA device")
     return device

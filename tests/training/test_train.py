@@ -140,7 +140,7 @@ def test_bad_batch_size_is_a_user_error(small_processed, tmp_path):
 
     for value in ("big", "0"):
         cfg = train_config(small_processed, tmp_path, f"data.batch_size={value}")
-        with pytest.raises(RecsysError, match="data.batch_size must be 'auto' or an integer"):
+        with pytest.raises(RecsysError, match=r"data\.batch_size must be 'auto' or an integer"):
             train(cfg)
 
 

@@ -84,6 +84,9 @@ class RecommenderModule(L.LightningModule):
         return loss + self.l2_reg * reg
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        last = batch_idx + 1 == self.trainer.num_training_batches
+        if last and self.device.type == "cuda":  # steps are only queued: time them to their end
+            torch.cuda.synchronize(self.device)
         self._last_batch_end = time.perf_counter()
 
     def on_train_epoch_start(self) -> None:
@@ -93,9 +96,6 @@ class RecommenderModule(L.LightningModule):
         self._loss_steps = 0
 
     def on_train_epoch_end(self) -> None:
-        if self.device.type == "cuda":  # the steps were only queued: time them to their end
-            torch.cuda.synchronize(self.device)
-            self._last_batch_end = time.perf_counter()
         # Up to the last optimizer step: validation runs inside the epoch, before this hook.
         seconds = self._last_batch_end - self._epoch_start
         self.train_seconds += seconds
@@ -104,7 +104,7 @@ class RecommenderModule(L.LightningModule):
         rate = self._epoch_samples / max(seconds, 1e-9)
         self.log("train/samples_per_sec", rate, sync_dist=True, reduce_fx="sum")
         if self._loss_steps:
-            self.log("train/loss", self._loss_sum / self._loss_steps, sync_dist=True)
+            self.log("train/loss", self._loss_sum / self._loss_steps, sync_dist=True, prog_bar=True)
         self.log("time/fit_s", time.perf_counter() - self._fit_start)
 
     def on_fit_start(self) -> None:
