@@ -67,6 +67,8 @@ sweep: setup  ## Hydra multirun over SWEEP_ARGS (default: model=mf,gmf,neumf) on
 bench: setup  ## preprocessing, training, evaluation and serving speed -> benchmarks/results/
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/embedding_updates.py
+	$(BIN)/python benchmarks/compile_step.py
 	$(BIN)/python benchmarks/eval_speed.py
 	$(BIN)/python benchmarks/serve_load.py
 
