@@ -35,6 +35,7 @@ from common import (
     WORK,
     build_neumf,
     console,
+    earlier_report,
     machine,
     neumf_config,
     spread,
@@ -48,7 +49,7 @@ from rich.table import Table
 
 from recsys.data.datamodule import RecsysDataModule
 from recsys.data.sampling import BPRTriplets, NegativeSampler
-from recsys.training.module import lr_scale
+from recsys.training.module import RecommenderModule, lr_scale
 
 # The commit before the fast-training work: the "today" every speed-up is measured against.
 BASELINE = "94fa464"
@@ -94,7 +95,14 @@ def lightning_run(processed: Path, limit_batches: int | None) -> dict[str, Any]:
     cfg = neumf_config()
     datamodule = default_datamodule(processed)
     net = build_neumf(datamodule.n_users, datamodule.n_items)
-    module = instantiate(cfg, net=net, _convert_="object")
+    module = RecommenderModule(
+        net,
+        optimizer=instantiate(cfg.optimizer),
+        l2_reg=cfg.l2_reg,
+        ks=list(cfg.ks),
+        lr_scaling=cfg.lr_scaling,
+        lr_reference_batch=cfg.lr_reference_batch,
+    )
     start = time.perf_counter()
     trainer = L.Trainer(**trainer_kwargs(limit_batches))
     torch.manual_seed(DROPOUT_SEED)
@@ -346,7 +354,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads, every contender")
-    parser.add_argument("--models", nargs="+", default=list(TARGET_VS_BASELINE))
+    parser.add_argument("--models", nargs="*", default=list(TARGET_VS_BASELINE))
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the last run's baseline rows not redone"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, short epochs")
     parser.add_argument(
         "--large",
@@ -375,7 +386,9 @@ def main() -> None:
             "lightning_vs_bare": f">= {TARGET_LIGHTNING_RATIO}",
             "large_epoch": f"<= {LARGE_EPOCH_SECONDS} s, <= {LARGE_PEAK_RSS_MB} MB peak RSS",
         },
-        "vs_baseline": {},
+        "vs_baseline": earlier_report("train_throughput").get("vs_baseline", {})
+        if args.merge
+        else {},
     }
     for model in args.models:
         row = measure_against_baseline(processed, model, args.repeat, args.threads)
