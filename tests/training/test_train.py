@@ -155,3 +155,20 @@ def test_loss_and_fit_time_are_logged_per_epoch_not_per_step(small_processed, tm
     column = header.index("time/fit_s")
     times = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
     assert len(times) == 2 and 0 < times[0] < times[1]
+
+
+@pytest.mark.slow
+def test_compiled_step_trains_like_the_eager_one(small_processed, tmp_path):
+    """`model.compile_step=true` runs the same BPR step through torch.compile (MF: no
+    dropout, so both see the same computation up to float rounding)."""
+    runs = {}
+    for compiled in (False, True):
+        cfg = train_config(
+            small_processed, tmp_path / str(compiled), "model=mf", "trainer.max_epochs=1",
+            "test=false", f"model.compile_step={str(compiled).lower()}",
+        )  # fmt: skip
+        metrics, objects = train(cfg)
+        module = objects["module"]
+        assert (module.bpr_step() != module.bpr_loss) is compiled  # really compiled, or not
+        runs[compiled] = metrics["val/ndcg@10"]
+    assert runs[True] == pytest.approx(runs[False], abs=2e-3)

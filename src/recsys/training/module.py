@@ -41,6 +41,7 @@ class RecommenderModule(L.LightningModule):
         ks: Sequence[int] = (10, 20),
         lr_scaling: str = "sqrt",
         lr_reference_batch: int = 1024,
+        compile_step: bool = False,
     ) -> None:
         super().__init__()
         if lr_scaling not in LR_SCALING:
@@ -49,6 +50,8 @@ class RecommenderModule(L.LightningModule):
         self.save_hyperparameters({"l2_reg": float(l2_reg), "ks": [int(k) for k in ks]})
         self.lr_scaling = lr_scaling
         self.lr_reference_batch = int(lr_reference_batch)
+        self.compile_step = bool(compile_step)
+        self._bpr_step: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -76,12 +79,20 @@ class RecommenderModule(L.LightningModule):
         self._epoch_samples += users.numel()
         if not self.net.trainable:
             return None
-        loss, reg = self.bpr_loss(users, pos, neg)
+        loss, reg = self.bpr_step()(users, pos, neg)
         # Summed on the device and logged once per epoch: a per-step self.log would copy the
         # loss to the host (a device sync) on every step.
         self._loss_sum += loss.detach()
         self._loss_steps += 1
         return loss + self.l2_reg * reg
+
+    def bpr_step(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+        """`bpr_loss`, through `torch.compile` with `compile_step` (fused kernels for the
+        step's elementwise work; compiled once, at the first step, and once more for the
+        epoch's shorter last batch)."""
+        if self._bpr_step is None:
+            self._bpr_step = torch.compile(self.bpr_loss) if self.compile_step else self.bpr_loss
+        return self._bpr_step
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         last = batch_idx + 1 == self.trainer.num_training_batches
