@@ -49,17 +49,6 @@ def python(*args: str, timeout: float = 1800) -> str:
     return proc.stdout
 
 
-def prepare(work: Path, n_interactions: int) -> Path:
-    from recsys.data.options import PrepareOptions, SyntheticSpec
-    from recsys.data.prepare import prepare_dataset
-    from recsys.data.synthetic import write_reviews
-
-    raw, processed = work / "reviews.jsonl.gz", work / "processed"
-    write_reviews(raw, SyntheticSpec(n_interactions=n_interactions))
-    prepare_dataset(raw, processed, PrepareOptions())
-    return processed
-
-
 def train(processed: Path, run: Path, epochs: int, *overrides: str) -> dict[str, Any]:
     start = time.perf_counter()
     python(
@@ -143,7 +132,9 @@ def main() -> None:
     state: dict[str, Path] = {}
 
     def data() -> dict[str, str]:
-        state["processed"] = prepare(work, args.n_interactions)
+        from common import synthetic_processed  # generated and preprocessed once, cached
+
+        state["processed"] = synthetic_processed(args.n_interactions)
         return {"processed": str(state["processed"])}
 
     steps = {
