@@ -5,7 +5,7 @@
    its own process (train_worker.py, the tree's own `recsys-train` code).
 2. The real Lightning path (RecommenderModule + RecsysDataModule) against a bare PyTorch loop
    doing the same work, to show what Lightning costs per step: both train the default NeuMF
-   from the same initial weights on the same BPRTriplets epoch (same seed, so the same
+   from the same initial weights on the same BPRGroups epoch (same seed, so the same
    triplets), with the same optimizer and loss; their weights after the epoch are compared.
 
 Repeats alternate the contenders so that drift in the machine's load hits both alike.
@@ -29,7 +29,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from common import (
     ROOT,
     WORK,
@@ -48,7 +47,8 @@ from rich.console import Console
 from rich.table import Table
 
 from recsys.data.datamodule import RecsysDataModule
-from recsys.data.sampling import BPRTriplets, NegativeSampler
+from recsys.data.sampling import BPRGroups, NegativeSampler
+from recsys.training.loss import bpr_loss, triplets
 from recsys.training.module import RecommenderModule, lr_scale
 
 # The commit before the fast-training work: the "today" every speed-up is measured against.
@@ -134,17 +134,16 @@ def bare_run(processed: Path, limit_batches: int | None) -> dict[str, Any]:
     torch.manual_seed(DROPOUT_SEED)
     torch.empty((), dtype=torch.int64).random_()  # as Lightning's DataLoader draws its base seed
     start = time.perf_counter()
-    triplets = BPRTriplets(
+    batches = BPRGroups(
         train.users, train.items, sampler, batch_size, datamodule.num_negatives, seed=0
     )
     samples = 0
-    for users, pos, neg in itertools.islice(triplets, limit_batches):
-        diff, sq_norm = net.bpr_terms(users, pos, neg)
-        loss = F.softplus(-diff).mean() + l2_reg * sq_norm / users.numel()
+    for users, items in itertools.islice(batches, limit_batches):
+        loss, reg = bpr_loss(net, users, items)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + l2_reg * reg).backward()
         optimizer.step()
-        samples += users.numel()
+        samples += triplets(items)
     seconds = time.perf_counter() - start
     return {"samples": samples, "in_loop_s": seconds, "net": net}
 

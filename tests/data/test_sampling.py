@@ -1,4 +1,4 @@
-"""Negative sampling and BPR triplet batches against their definitions, on random interactions."""
+"""Negative sampling and BPR batches against their definitions, on random interactions."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.data import sampling
-from recsys.data.sampling import BPRTriplets, NegativeSampler
+from recsys.data.sampling import BPRGroups, NegativeSampler
 
 
 @st.composite
@@ -121,21 +121,21 @@ def test_empty_train_samples_any_item():
 # --- BPR triplets ----------------------------------------------------------------------------
 
 
-def epoch_batches(ds: BPRTriplets) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def epoch_batches(ds: BPRGroups) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [tuple(t.clone() for t in batch) for batch in ds]
 
 
-def check_batches(batches, batch_size: int, seen: dict[int, set[int]]) -> None:
-    for n, (u, p, neg) in enumerate(batches):
-        for t in (u, p, neg):
-            assert isinstance(t, torch.Tensor) and t.dtype == torch.long and t.dim() == 1
-        assert u.numel() == p.numel() == neg.numel()
+def check_batches(batches, rows_per_batch: int, k: int, seen: dict[int, set[int]]) -> None:
+    for n, (u, items) in enumerate(batches):
+        for t in (u, items):
+            assert isinstance(t, torch.Tensor) and t.dtype == torch.long
+        assert u.dim() == 1 and items.shape == (u.numel(), 1 + k)
         if n < len(batches) - 1:
-            assert u.numel() == batch_size
+            assert u.numel() == rows_per_batch
         else:
-            assert 1 <= u.numel() <= batch_size
-        for user, pos, negative in zip(u.tolist(), p.tolist(), neg.tolist(), strict=True):
-            assert pos in seen[user] and negative not in seen[user]
+            assert 1 <= u.numel() <= rows_per_batch
+        for user, row in zip(u.tolist(), items.tolist(), strict=True):
+            assert row[0] in seen[user] and not set(row[1:]) & seen[user]
 
 
 @settings(max_examples=60, deadline=None)
@@ -148,7 +148,7 @@ def check_batches(batches, batch_size: int, seen: dict[int, set[int]]) -> None:
     epoch=st.integers(0, 5),
     chunk=st.sampled_from([1, 4, 7, sampling.CHUNK_TRIPLETS]),
 )
-def test_epoch_shards_cover_every_interaction_num_negatives_times(
+def test_epoch_shards_cover_every_interaction_once_with_num_negatives_negatives(
     data, batch_size, num_negatives, world_size, seed, epoch, chunk
 ):
     users, items, _, n_items, seen = data
@@ -157,7 +157,7 @@ def test_epoch_shards_cover_every_interaction_num_negatives_times(
     shards = []
     with mock.patch.object(sampling, "CHUNK_TRIPLETS", chunk):
         for rank in range(world_size):
-            ds = BPRTriplets(
+            ds = BPRGroups(
                 users.to(torch.int32),
                 items.to(torch.int32),
                 sampler,
@@ -170,15 +170,17 @@ def test_epoch_shards_cover_every_interaction_num_negatives_times(
             )
             batches = epoch_batches(ds)
             assert len(ds) == len(batches)
-            check_batches(batches, batch_size, seen)
+            rows_per_batch = max(1, batch_size // num_negatives)  # batch_size counts triplets
+            check_batches(batches, rows_per_batch, num_negatives, seen)
             rows = [
                 index[pair]
-                for u, p, _ in batches
-                for pair in zip(u.tolist(), p.tolist(), strict=True)
+                for u, items in batches
+                for pair in zip(u.tolist(), items[:, 0].tolist(), strict=True)
             ]
             counts = Counter(rows)
-            assert set(counts.values()) <= {num_negatives}
-            assert len(rows) == ds.shard_size() == len(users) // world_size * num_negatives
+            assert set(counts.values()) <= {1}
+            assert len(rows) * num_negatives == ds.shard_size()
+            assert ds.shard_size() == len(users) // world_size * num_negatives
             shards.append(set(counts))
     covered = set().union(*shards)
     assert sum(len(s) for s in shards) == len(covered)  # disjoint
@@ -188,12 +190,12 @@ def test_epoch_shards_cover_every_interaction_num_negatives_times(
         assert covered == set(range(len(users)))
 
 
-def dataset(**kwargs) -> BPRTriplets:
+def dataset(**kwargs) -> BPRGroups:
     g = torch.Generator().manual_seed(0)
     pairs = torch.randperm(40 * 30, generator=g)[:300]
     users, items = pairs // 30, pairs % 30
     args = {"batch_size": 16, "num_negatives": 2, "seed": 3} | kwargs
-    return BPRTriplets(users, items, NegativeSampler(users, items, 30), **args)
+    return BPRGroups(users, items, NegativeSampler(users, items, 30), **args)
 
 
 def same(a, b) -> bool:
@@ -211,7 +213,7 @@ def test_same_seed_and_epoch_replays_identical_batches():
     box[0] = 5  # the epoch is read when iteration starts
     later = epoch_batches(ds)
     assert not same(first, later)
-    order = [torch.cat([b[0] * 30 + b[1] for b in run]) for run in (first, later)]
+    order = [torch.cat([b[0] * 30 + b[1][:, 0] for b in run]) for run in (first, later)]
     assert not torch.equal(order[0], order[1])  # a new order, not only new negatives
     assert sorted(order[0].tolist()) == sorted(order[1].tolist())
     assert not same(first, epoch_batches(dataset(seed=4, epoch=lambda: 4)))
@@ -219,7 +221,8 @@ def test_same_seed_and_epoch_replays_identical_batches():
 
 def test_len_is_known_before_iterating_on_every_rank():
     r0, r1 = dataset(rank=0, world_size=2), dataset(rank=1, world_size=2)
-    assert len(r0) == len(r1) == -(-(300 // 2 * 2) // 16) == len(epoch_batches(r0))
+    # 150 rows per rank, 16 triplets per batch = 8 rows of 2 negatives
+    assert len(r0) == len(r1) == -(-(300 // 2) // 8) == len(epoch_batches(r0))
 
 
 @pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"num_negatives": 0}])

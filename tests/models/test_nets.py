@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from recsys.models import GMF, MF, MLP, NeuMF, Popularity, Recommender, ncf
 from recsys.models.checkpoint import CheckpointError, build_net, load_net
+from recsys.training.loss import bpr_loss, triplets
 
 N_USERS, N_ITEMS = 7, 23
 
@@ -160,34 +161,30 @@ def _sq(weight: torch.Tensor, rows: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))
-def test_regularization_is_squared_norm_of_touched_rows(name):
+def test_train_scores_norms_are_squared_norms_of_the_touched_rows(name):
     net = make(name)
-    users, pos, neg = (
-        torch.tensor([0, 2, 2, 6]),
-        torch.tensor([1, 1, 5, 22]),
-        torch.tensor([3, 0, 9, 9]),
-    )
-    tables: list[tuple[torch.Tensor, torch.Tensor]] = []
+    users = torch.tensor([0, 2, 2, 6])
+    items = torch.tensor([[1, 3, 4], [1, 0, 0], [5, 9, 8], [22, 9, 2]])
+    user_tables: list[torch.Tensor] = []
+    item_tables: list[torch.Tensor] = []
     if isinstance(net, MF | GMF):
-        tables = [(net.user_emb.weight, users), (net.item_emb.weight, torch.cat([pos, neg]))]
+        user_tables, item_tables = [net.user_emb.weight], [net.item_emb.weight]
     elif isinstance(net, MLP):
-        m = net.mlp
-        tables = [(m.user_emb.weight, users), (m.item_emb.weight, torch.cat([pos, neg]))]
+        user_tables, item_tables = [net.mlp.user_emb.weight], [net.mlp.item_emb.weight]
     elif isinstance(net, NeuMF):
-        m = net.mlp
-        tables = [
-            (net.gmf_user.weight, users),
-            (net.gmf_item.weight, torch.cat([pos, neg])),
-            (m.user_emb.weight, users),
-            (m.item_emb.weight, torch.cat([pos, neg])),
-        ]
-    want = sum(_sq(w.detach(), rows) for w, rows in tables)
-    got = net.regularization(users, pos, neg)
-    assert got.shape == ()
-    assert float(got.detach()) == pytest.approx(want, rel=1e-12, abs=0)
-    if tables:  # it is a penalty to train with: gradients reach the touched rows only
-        got.backward()
-        weight = tables[0][0]
+        user_tables = [net.gmf_user.weight, net.mlp.user_emb.weight]
+        item_tables = [net.gmf_item.weight, net.mlp.item_emb.weight]
+    out = net.train_scores(users, items)
+    assert out.scores.shape == out.item_sq.shape == (4, 3) and out.user_sq.shape == (4,)
+    for got, index, tables in (
+        (out.user_sq, users, user_tables),
+        (out.item_sq, items, item_tables),
+    ):
+        want = [sum(_sq(w.detach(), [r]) for w in tables) for r in index.flatten().tolist()]
+        assert got.detach().flatten().tolist() == pytest.approx(want, rel=1e-6, abs=0)
+    if user_tables:  # it is a penalty to train with: gradients reach the touched rows only
+        out.user_sq.sum().backward()
+        weight = user_tables[0]
         assert set(torch.nonzero(weight.grad.abs().sum(1)).flatten().tolist()) == {0, 2, 6}
 
 
@@ -402,7 +399,9 @@ def test_popularity_ranks_by_train_count(n_items, data):
     torch.testing.assert_close(scores[0], scores[1])
     u, i = torch.zeros(n_items, dtype=torch.long), torch.arange(n_items)
     torch.testing.assert_close(net.score(u, i), scores[0])
-    assert not net.trainable and float(net.regularization(u, i, i)) == 0.0
+    assert not net.trainable
+    out = net.train_scores(u, i[:, None])
+    assert float(out.user_sq.abs().sum() + out.item_sq.abs().sum()) == 0.0
 
 
 def test_recommender_needs_users_and_items():
@@ -413,13 +412,13 @@ def test_recommender_needs_users_and_items():
 
 
 def train_steps(net: Recommender, steps: int = 3, dtype: torch.dtype = torch.float32) -> None:
-    """A few Adam steps of the BPR forward pass on random triplets."""
+    """A few Adam steps of the BPR loss on random batches."""
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
     for _ in range(steps):
-        users, pos, neg = (torch.randint(n, (16,)) for n in (20, 30, 30))
+        users, items = torch.randint(20, (16,)), torch.randint(30, (16, 3))
         optimizer.zero_grad()
-        diff, sq_norm = net.bpr_terms(users, pos, neg)
-        (diff.to(dtype).sum() + sq_norm).backward()
+        loss, reg = bpr_loss(net, users, items)
+        (loss.to(dtype) + reg).backward()
         optimizer.step()
 
 
@@ -484,13 +483,36 @@ def test_neumf_loads_a_fused_head_checkpoint(learn_gmf_head):
 
 
 @pytest.mark.parametrize("name", [n for n in FACTORIES if n != "pop"])
-def test_bpr_terms_match_pairwise_scores_and_regularization(name):
-    """The fused training forward pass equals the plain one: s(u,pos) - s(u,neg) and the L2."""
+def test_train_scores_match_pairwise_scores(name):
+    """The fused training forward pass (one lookup per table, each user's side computed once
+    per row of items) equals scoring every (user, item) pair on its own."""
     net = make(name)
     g = torch.Generator().manual_seed(5)
     users = torch.randint(N_USERS, (40,), generator=g)
-    pos, neg = (torch.randint(N_ITEMS, (40,), generator=g) for _ in range(2))
+    items = torch.randint(N_ITEMS, (40, 5), generator=g)
     with torch.no_grad():
-        diff, sq_norm = net.bpr_terms(users, pos, neg)
-        torch.testing.assert_close(diff, net.score(users, pos) - net.score(users, neg))
-        torch.testing.assert_close(sq_norm, net.regularization(users, pos, neg))
+        out = net.train_scores(users, items)
+        want = net.score(users.repeat_interleave(5), items.flatten()).view(40, 5)
+    torch.testing.assert_close(out.scores, want)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_bpr_loss_equals_the_loss_over_separate_triplets(k):
+    """Grouping negatives by positive changes nothing: the loss and the L2 per triplet are
+    those of the k triplets (u, i, j) scored and penalised one by one."""
+    net = make("mf")
+    g = torch.Generator().manual_seed(2)
+    users = torch.randint(N_USERS, (12,), generator=g)
+    items = torch.randint(N_ITEMS, (12, 1 + k), generator=g)
+    with torch.no_grad():
+        loss, reg = bpr_loss(net, users, items)
+    u = users.repeat_interleave(k)
+    pos, neg = items[:, :1].expand(-1, k).flatten(), items[:, 1:].flatten()
+    with torch.no_grad():
+        diff = net.score(u, pos) - net.score(u, neg)
+    want_loss = -torch.log(torch.sigmoid(diff)).mean()
+    w_u, w_i = net.user_emb.weight.detach(), net.item_emb.weight.detach()
+    want_reg = (w_u[u].pow(2).sum() + w_i[pos].pow(2).sum() + w_i[neg].pow(2).sum()) / (12 * k)
+    torch.testing.assert_close(loss, want_loss)
+    torch.testing.assert_close(reg, want_reg)
+    assert triplets(items) == 12 * k

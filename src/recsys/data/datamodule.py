@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from recsys.data.evalsets import EvalBatches, EvalSet
 from recsys.data.processed import ProcessedData, load_processed
-from recsys.data.sampling import BPRTriplets, NegativeSampler
+from recsys.data.sampling import BPRGroups, NegativeSampler
 from recsys.errors import RecsysError
 
 # Lightning warns about any IterableDataset with __len__ because worker processes could each
@@ -127,7 +127,7 @@ class RecsysDataModule(L.LightningDataModule):
         assert self.sampler is not None and self.train_pairs is not None
         rank, world = self._rank_world()
         return _loader(
-            BPRTriplets(
+            BPRGroups(
                 *self.train_pairs,
                 self.sampler,
                 self.train_batch_size,

@@ -1,4 +1,4 @@
-"""Vectorized BPR triplets: (user, positive, negative) batches as tensor slices.
+"""Vectorized BPR batches: users and rows of (positive, negatives) as tensor slices.
 
 Negatives are drawn uniformly from the items a user has not interacted with in train, by
 vectorized rejection: draw for everyone, redraw only the rejected, until none are left.
@@ -14,7 +14,7 @@ from torch.utils.data import IterableDataset
 
 # Rejection rounds before the few remaining (very dense) users are drawn exactly.
 MAX_REJECTION_ROUNDS = 32
-# Triplets sampled at once: bounds memory on big data, keeps per-call overhead negligible.
+# Negatives sampled at once: bounds memory on big data, keeps per-call overhead negligible.
 CHUNK_TRIPLETS = 1 << 20
 
 
@@ -63,11 +63,14 @@ class NegativeSampler:
         return int(free[pick])
 
 
-class BPRTriplets(IterableDataset):
-    """One epoch of BPR batches for one rank: (users, positives, negatives) int64 tensors.
+class BPRGroups(IterableDataset):
+    """One epoch of BPR batches for one rank: users [P] and items [P, 1 + num_negatives]
+    (int64), each row a train interaction's item followed by fresh uniform negatives.
 
-    Every train interaction appears `num_negatives` times per epoch, each time with a fresh
-    negative. The permutation depends on (seed, epoch) only, so ranks split the same order into
+    A row holds `num_negatives` BPR triplets (u, i, j) that share u and i, so the net computes
+    the user's and the positive's side once per row instead of once per triplet.
+    `batch_size` counts triplets: a batch has batch_size // num_negatives rows (at least one).
+    The permutation depends on (seed, epoch) only, so ranks split the same order into
     disjoint, equal-sized shards (equal sizes keep DDP ranks in lockstep), and a resumed run
     replays the epoch it was killed in.
     """
@@ -88,35 +91,39 @@ class BPRTriplets(IterableDataset):
             raise ValueError("batch_size and num_negatives must be at least 1")
         self.users, self.items = users.long(), items.long()
         self.sampler = sampler
-        self.batch_size = batch_size
         self.num_negatives = num_negatives
+        self.rows_per_batch = max(1, batch_size // num_negatives)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = epoch
 
+    def shard_rows(self) -> int:
+        return self.users.numel() // self.world_size
+
     def shard_size(self) -> int:
-        return self.users.numel() // self.world_size * self.num_negatives
+        """Triplets per epoch on this rank."""
+        return self.shard_rows() * self.num_negatives
 
     def __len__(self) -> int:
-        return -(-self.shard_size() // self.batch_size)
+        return -(-self.shard_rows() // self.rows_per_batch)
 
     def _shard(self, epoch: int) -> torch.Tensor:
         device = self.users.device
         g = torch.Generator(device).manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(self.users.numel(), generator=g, device=device)
-        per_rank = self.users.numel() // self.world_size
-        shard = order[self.rank * per_rank : (self.rank + 1) * per_rank]
-        return shard.repeat_interleave(self.num_negatives)
+        per_rank = self.shard_rows()
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self.epoch()
         shard = self._shard(epoch)
         g = torch.Generator(shard.device)
         g.manual_seed((self.seed * 1_000_003 + epoch) * 65_537 + self.rank)
-        chunk = max(self.batch_size, CHUNK_TRIPLETS // self.batch_size * self.batch_size)
+        k, per_batch = self.num_negatives, self.rows_per_batch
+        chunk = max(per_batch, CHUNK_TRIPLETS // k // per_batch * per_batch)
         for lo in range(0, shard.numel(), chunk):
             idx = shard[lo : lo + chunk]
-            users, pos = self.users[idx], self.items[idx]
-            neg = self.sampler.sample(users, g)
-            for b in range(0, idx.numel(), self.batch_size):
-                sl = slice(b, b + self.batch_size)
-                yield users[sl], pos[sl], neg[sl]
+            users = self.users[idx]
+            neg = self.sampler.sample(users.repeat_interleave(k), g).view(-1, k)
+            items = torch.cat([self.items[idx, None], neg], dim=1)
+            for b in range(0, idx.numel(), per_batch):
+                yield users[b : b + per_batch], items[b : b + per_batch]

@@ -6,10 +6,18 @@ Nets are plain `nn.Module`s (no Lightning, no MLflow), rebuilt anywhere from `sp
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+
+
+class TrainScores(NamedTuple):
+    """The training forward pass over groups: each user against its own row of items."""
+
+    scores: torch.Tensor  # [P, M]: s(users[p], items[p, m])
+    user_sq: torch.Tensor  # [P]: squared L2 norm of users[p]'s embedding rows, all tables
+    item_sq: torch.Tensor  # [P, M]: the same for items[p, m]
 
 
 class Recommender(nn.Module):
@@ -38,20 +46,14 @@ class Recommender(nn.Module):
         """Scores of every user in `users` against items start..stop-1, shape [B, stop-start]."""
         raise NotImplementedError
 
-    def regularization(
-        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
-    ) -> torch.Tensor:
-        """Squared L2 norm of the embedding rows this batch touches (BPR's usual penalty)."""
-        return users.new_zeros((), dtype=torch.float32)
-
-    def bpr_terms(
-        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training step's forward pass: s(u, pos) - s(u, neg), shape [N], and
-        `regularization(users, pos, neg)`. Nets override it to look each embedding table up
-        once per step: every extra lookup costs a table-sized gradient in the backward pass."""
-        diff = self.score(users, pos) - self.score(users, neg)
-        return diff, self.regularization(users, pos, neg)
+    def train_scores(self, users: torch.Tensor, items: torch.Tensor) -> TrainScores:
+        """Scores of users [P] against their groups of items [P, M] (for BPR, a positive and
+        its negatives), with the squared norms of the embedding rows behind them (for the L2
+        penalty). Nets override it to look each embedding table up once per step (every extra
+        lookup costs a table-sized gradient) and to compute a user's side once per group."""
+        n, m = items.shape
+        scores = self.score(users.repeat_interleave(m), items.reshape(-1)).view(n, m)
+        return TrainScores(scores, scores.new_zeros(n), scores.new_zeros(n, m))
 
     def item_embeddings(self) -> torch.Tensor:
         """Item vectors for item-to-item similarity, shape [n_items, d]."""
@@ -90,6 +92,11 @@ def rows(table: nn.Embedding, index: torch.Tensor) -> torch.Tensor:
     return table.weight.index_select(0, index)
 
 
-def embedding_sq_norm(*rows: torch.Tensor) -> torch.Tensor:
-    """Sum of squared entries of the given embedding rows."""
-    return sum(r.pow(2).sum() for r in rows)  # type: ignore[return-value]
+def group_rows(table: nn.Embedding, items: torch.Tensor) -> torch.Tensor:
+    """`rows` for a [P, M] index: [P, M, d]."""
+    return rows(table, items.reshape(-1)).view(*items.shape, -1)
+
+
+def sq_norms(*rows: torch.Tensor) -> torch.Tensor:
+    """Squared L2 norm of each embedding row (last axis), summed over the given tables."""
+    return sum(r.pow(2).sum(-1) for r in rows)  # type: ignore[return-value]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.models.base import Recommender, embedding_sq_norm, rows
+from recsys.models.base import Recommender, TrainScores, group_rows, rows, sq_norms
 
 
 class MF(Recommender):
@@ -47,18 +47,12 @@ class MF(Recommender):
             s = s + self.bias.weight[start:stop, 0]
         return s
 
-    def regularization(self, users, pos, neg) -> torch.Tensor:
-        return embedding_sq_norm(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
-
-    def bpr_terms(self, users, pos, neg):
-        items = torch.cat([pos, neg])
-        u = rows(self.user_emb, users)
-        q = rows(self.item_emb, items).view(2, users.numel(), -1)
-        diff = (u * (q[0] - q[1])).sum(-1)
+    def train_scores(self, users, items):
+        u, q = rows(self.user_emb, users), group_rows(self.item_emb, items)  # [P, d], [P, M, d]
+        s = (u[:, None, :] * q).sum(-1)
         if self.bias is not None:
-            b = rows(self.bias, items).view(2, -1)
-            diff = diff + (b[0] - b[1])
-        return diff, embedding_sq_norm(u, q)
+            s = s + group_rows(self.bias, items)[..., 0]
+        return TrainScores(s, sq_norms(u), sq_norms(q))
 
     def item_embeddings(self) -> torch.Tensor:
         return self.item_emb.weight

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.models.base import Recommender, embedding_sq_norm, rows
+from recsys.models.base import Recommender, TrainScores, group_rows, rows, sq_norms
 
 # Training-time chunk budget for [users x items x first-layer width] activations (128 MiB).
 PAIR_BUDGET = 32 * 1024 * 1024
@@ -55,16 +55,16 @@ class _MLPPart(nn.Module):
         x = torch.cat([self.user_emb(users), self.item_emb(items)], dim=-1)
         return self.rest(self.first(x))
 
-    def pos_neg(
+    def groups(
         self, users: torch.Tensor, items: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tower outputs for (users, items[:N]) and (users, items[N:]) as [2, N, last], with
-        the first layer's user half computed once, and the rows' squared L2 norm."""
-        d, n = self.embedding_dim, users.numel()
-        u, q = rows(self.user_emb, users), rows(self.item_emb, items)
-        user_part = F.linear(u, self.first.weight[:, :d], self.first.bias)  # [N, H]
-        item_part = F.linear(q, self.first.weight[:, d:]).view(2, n, -1)  # [2, N, H]
-        return self.rest(user_part + item_part), embedding_sq_norm(u, q)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tower outputs for users [P] against items [P, M], [P, M, last], with the first
+        layer's user half computed once per user, and the rows' squared norms [P], [P, M]."""
+        d = self.embedding_dim
+        u, q = rows(self.user_emb, users), group_rows(self.item_emb, items)
+        user_part = F.linear(u, self.first.weight[:, :d], self.first.bias)  # [P, H]
+        item_part = F.linear(q, self.first.weight[:, d:])  # [P, M, H]
+        return self.rest(user_part[:, None, :] + item_part), sq_norms(u), sq_norms(q)
 
     def item_part(self) -> torch.Tensor:
         """The item half of the first layer for every item, [n_items, H]."""
@@ -145,13 +145,10 @@ class GMF(Recommender):
             return self.user_emb(users) @ self.frozen_items["item"][start:stop].T
         return (self.user_emb(users) * self.head.weight[0]) @ self.item_emb.weight[start:stop].T
 
-    def regularization(self, users, pos, neg):
-        return embedding_sq_norm(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
-
-    def bpr_terms(self, users, pos, neg):
-        u = rows(self.user_emb, users)
-        q = rows(self.item_emb, torch.cat([pos, neg])).view(2, users.numel(), -1)
-        return (u * self.head.weight[0] * (q[0] - q[1])).sum(-1), embedding_sq_norm(u, q)
+    def train_scores(self, users, items):
+        u, q = rows(self.user_emb, users), group_rows(self.item_emb, items)
+        s = ((u * self.head.weight[0])[:, None, :] * q).sum(-1)
+        return TrainScores(s, sq_norms(u), sq_norms(q))
 
     def item_embeddings(self):
         return self.item_emb.weight
@@ -189,13 +186,9 @@ class MLP(Recommender):
         frozen = self.frozen_items or {}
         return self.mlp.grid(users, start, stop, self.head.weight[0], frozen.get("mlp_item"))
 
-    def regularization(self, users, pos, neg):
-        m = self.mlp
-        return embedding_sq_norm(m.user_emb(users), m.item_emb(pos), m.item_emb(neg))
-
-    def bpr_terms(self, users, pos, neg):
-        tower, sq_norm = self.mlp.pos_neg(users, torch.cat([pos, neg]))
-        return (tower[0] - tower[1]) @ self.head.weight[0], sq_norm
+    def train_scores(self, users, items):
+        tower, user_sq, item_sq = self.mlp.groups(users, items)
+        return TrainScores(tower @ self.head.weight[0], user_sq, item_sq)
 
     def item_embeddings(self):
         return self.mlp.item_emb.weight
@@ -269,16 +262,13 @@ class NeuMF(Recommender):
         s = gmf + self.mlp.pairs(users, items) @ self.mlp_head
         return s if self.bias is None else s + self.bias(items).squeeze(-1)
 
-    def bpr_terms(self, users, pos, neg):
-        items = torch.cat([pos, neg])
-        p = rows(self.gmf_user, users)
-        q = rows(self.gmf_item, items).view(2, users.numel(), -1)
-        tower, mlp_sq_norm = self.mlp.pos_neg(users, items)
-        diff = (p * self.gmf_head * (q[0] - q[1])).sum(-1) + (tower[0] - tower[1]) @ self.mlp_head
+    def train_scores(self, users, items):
+        p, q = rows(self.gmf_user, users), group_rows(self.gmf_item, items)
+        tower, user_sq, item_sq = self.mlp.groups(users, items)
+        s = ((p * self.gmf_head)[:, None, :] * q).sum(-1) + tower @ self.mlp_head
         if self.bias is not None:
-            b = rows(self.bias, items).view(2, -1)
-            diff = diff + (b[0] - b[1])
-        return diff, embedding_sq_norm(p, q) + mlp_sq_norm
+            s = s + group_rows(self.bias, items)[..., 0]
+        return TrainScores(s, user_sq + sq_norms(p), item_sq + sq_norms(q))
 
     def score_items(self, users, start=0, stop=None):
         stop = self.n_items if stop is None else stop
@@ -298,13 +288,6 @@ class NeuMF(Recommender):
             "gmf_item": self.gmf_item.weight * self.gmf_head,
             "mlp_item": self.mlp.item_part(),
         }
-
-    def regularization(self, users, pos, neg):
-        m = self.mlp
-        return embedding_sq_norm(
-            self.gmf_user(users), self.gmf_item(pos), self.gmf_item(neg),
-            m.user_emb(users), m.item_emb(pos), m.item_emb(neg),
-        )  # fmt: skip
 
     def item_embeddings(self):
         """GMF item vectors: the tower whose geometry is a dot product, so cosine is meaningful."""

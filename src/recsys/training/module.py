@@ -1,4 +1,5 @@
-"""LightningModule: BPR loss and embedding L2 for training, full-ranking metrics for val/test.
+"""LightningModule: the BPR loss (`training/loss.py`) for training, full-ranking metrics for
+val/test.
 
 The math lives in the net (`recsys.models`) and in `recsys.evaluation`; this class only wires
 them into Lightning's loop, logging and checkpoints.
@@ -12,7 +13,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import MLFlowLogger
 from torchmetrics import MaxMetric
 
@@ -20,6 +20,7 @@ from recsys import __version__
 from recsys.evaluation.metrics import RankingMetrics
 from recsys.evaluation.protocols import rank_batch
 from recsys.models.base import Recommender
+from recsys.training.loss import bpr_loss, triplets
 
 MONITOR_K = 10  # val/ndcg@10 selects checkpoints (SPEC section 2), so K=10 is always computed
 # Learning-rate scaling rules: lr x (global batch / reference batch) ** exponent.
@@ -68,18 +69,15 @@ class RecommenderModule(L.LightningModule):
         self.train_samples = 0
 
     # --- training -------------------------------------------------------------------------
-    def bpr_loss(self, users, pos, neg) -> tuple[torch.Tensor, torch.Tensor]:
-        """-log sigmoid(s_ui - s_uj), averaged, and the batch's embedding L2 per sample."""
-        diff, sq_norm = self.net.bpr_terms(users, pos, neg)
-        loss = F.softplus(-diff).mean()  # = -log(sigmoid(diff)), stable for large |diff|
-        return loss, sq_norm / users.numel()
+    def bpr_loss(self, users, items) -> tuple[torch.Tensor, torch.Tensor]:
+        return bpr_loss(self.net, users, items)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
-        users, pos, neg = batch
-        self._epoch_samples += users.numel()
+        users, items = batch  # items [P, 1 + K]: a positive and its negatives per row
+        self._epoch_samples += triplets(items)
         if not self.net.trainable:
             return None
-        loss, reg = self.bpr_step()(users, pos, neg)
+        loss, reg = self.bpr_step()(users, items)
         # Summed on the device and logged once per epoch: a per-step self.log would copy the
         # loss to the host (a device sync) on every step.
         self._loss_sum += loss.detach()
