@@ -60,6 +60,11 @@ WARMUP_BATCHES = 8
 # One epoch over 10M synthetic reviews on 2 cores: at most this long and this much memory.
 LARGE_EPOCH_SECONDS, LARGE_PEAK_RSS_MB = 60, 4096
 WORKER = Path(__file__).with_name("train_worker.py")
+# OpenMP's wait policy decides what a step of many small kernels costs, so the workers run
+# under both: "passive" (threads sleep between kernels; what this repository's Makefile
+# exports, for shared machines) and "default" (libgomp's own: threads spin a while first;
+# what `recsys-train` gets when run on its own).
+WAIT_POLICIES: dict[str, str | None] = {"passive": "PASSIVE", "default": None}
 DATA_YAML = ROOT / "conf" / "data" / "default.yaml"
 SIZED_BY_DATA = ("n_users", "n_items")
 # Reseeded just before each epoch: equal dropout masks make the two nets' weights comparable.
@@ -163,10 +168,14 @@ def baseline_tree() -> Path:
 
 
 def worker_run(
-    tree: Path | None, processed: Path, model: str, threads: int, *overrides: str
+    tree: Path | None, processed: Path, model: str, threads: int, policy: str, *overrides: str
 ) -> dict[str, Any]:
-    """One epoch in a fresh process through `tree`'s code (None: this checkout)."""
+    """One epoch in a fresh process through `tree`'s code (None: this checkout), under the
+    OpenMP wait policy `policy` (a WAIT_POLICIES key)."""
     env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    if WAIT_POLICIES[policy] is not None:
+        env["OMP_WAIT_POLICY"] = WAIT_POLICIES[policy]
     if tree is not None:
         env["PYTHONPATH"] = str(tree / "src")
     env.pop("RECSYS_CONFIG_DIR", None)  # each tree reads the conf/ beside its src/
@@ -182,7 +191,7 @@ def worker_run(
 
 
 def measure_against_baseline(
-    processed: Path, model: str, repeat: int, threads: int
+    processed: Path, model: str, repeat: int, threads: int, policy: str
 ) -> dict[str, Any]:
     """Each side's default `recsys-train` epoch, alternating who goes first."""
     tree = baseline_tree()
@@ -191,16 +200,19 @@ def measure_against_baseline(
     for r in range(repeat):
         order = ["baseline", "current"] if r % 2 == 0 else ["current", "baseline"]
         for side in order:
-            runs[side] = worker_run(tree if side == "baseline" else None, processed, model, threads)
+            code = tree if side == "baseline" else None
+            runs[side] = worker_run(code, processed, model, threads, policy)
             rates[side].append(runs[side]["samples"] / runs[side]["in_loop_s"])
         rates["paired"].append(rates["current"][-1] / rates["baseline"][-1])
         console.print(
-            f"{model} repeat {r + 1}/{repeat}: baseline {rates['baseline'][-1]:,.0f}/s "
+            f"{model}, {policy} wait policy, repeat {r + 1}/{repeat}: "
+            f"baseline {rates['baseline'][-1]:,.0f}/s "
             f"(batch {runs['baseline']['batch_size']}), current {rates['current'][-1]:,.0f}/s "
             f"(batch {runs['current']['batch_size']}), load {os.getloadavg()[0]:.1f}"
         )
     ratio = statistics.median(rates["current"]) / statistics.median(rates["baseline"])
     return {
+        "omp_wait_policy": WAIT_POLICIES[policy] or "unset",
         "repeat": repeat,
         "baseline_batch_size": runs["baseline"]["batch_size"],
         "current_batch_size": runs["current"]["batch_size"],
@@ -262,11 +274,14 @@ def measure_lightning_overhead(
 
 def measure_large(n_reviews: int, threads: int) -> dict[str, Any]:
     """One epoch of the default NeuMF over `n_reviews` synthetic reviews, in its own process
-    (its peak RSS is the run's): with the default negatives, and with one per interaction."""
+    (its peak RSS is the run's), under each wait policy: with the default negatives, and
+    with one per interaction."""
     processed = synthetic_processed(n_reviews)
     rows = {}
-    for label, overrides in (("default", ()), ("one_negative", ("data.num_negatives=1",))):
-        run = worker_run(None, processed, "neumf", threads, *overrides)
+    settings = (("default", ()), ("one_negative", ("data.num_negatives=1",)))
+    for (setting, overrides), policy in itertools.product(settings, WAIT_POLICIES):
+        label = f"{setting}, {policy} wait policy"
+        run = worker_run(None, processed, "neumf", threads, policy, *overrides)
         rows[label] = {
             "overrides": list(overrides),
             "triplets": run["samples"],
@@ -298,9 +313,9 @@ def tables(report: dict[str, Any]) -> list[Table]:
     versus = Table(title=f"In-loop triplets/s against commit {BASELINE}: median (min-max)")
     for col in ("model", "n", "baseline", "batch", "this checkout", "batch", "ratio", "target"):
         versus.add_column(col, justify="right")
-    for model, row in report["vs_baseline"].items():
+    for label, row in report["vs_baseline"].items():
         versus.add_row(
-            model,
+            label,
             str(row["repeat"]),
             cell(row["baseline_triplets_per_s"]),
             str(row["baseline_batch_size"]),
@@ -389,9 +404,9 @@ def main() -> None:
         if args.merge
         else {},
     }
-    for model in args.models:
-        row = measure_against_baseline(processed, model, args.repeat, args.threads)
-        report["vs_baseline"][model] = row
+    for model, policy in itertools.product(args.models, WAIT_POLICIES):
+        row = measure_against_baseline(processed, model, args.repeat, args.threads, policy)
+        report["vs_baseline"][f"{model}, {policy} wait policy"] = row
         write_result("train_throughput", finish_report(report), quick=args.quick)
     report["lightning_vs_bare"] = measure_lightning_overhead(processed, args.repeat, limit, warmup)
     write_result("train_throughput", finish_report(report), quick=args.quick)

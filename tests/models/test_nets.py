@@ -516,3 +516,21 @@ def test_bpr_loss_equals_the_loss_over_separate_triplets(k):
     torch.testing.assert_close(loss, want_loss)
     torch.testing.assert_close(reg, want_reg)
     assert triplets(items) == 12 * k
+
+
+def test_row_dropout_shares_one_mask_across_a_rows_items():
+    """On a training group [P, M, H] a unit is dropped for the whole row (a user's positive
+    and its negatives alike), kept units are scaled by 1 / (1 - p); 2-D input and eval mode
+    get torch's own dropout and the identity."""
+    drop = ncf.RowDropout(0.5)
+    x = torch.rand(64, 5, 8) + 0.5  # no zeros, so a zero is a dropped unit
+    torch.manual_seed(0)
+    y = drop(x)
+    dropped = y == 0
+    assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # same mask down M
+    assert 0.3 < dropped[:, 0].float().mean() < 0.7
+    torch.testing.assert_close(y[~dropped], (x * 2)[~dropped])
+    flat = drop(x[:, 0])
+    assert flat.shape == (64, 8) and not torch.equal((flat == 0)[:32], (flat == 0)[32:])
+    drop.eval()
+    assert torch.equal(drop(x), x)
