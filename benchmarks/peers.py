@@ -480,6 +480,9 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--label", help="results go to peers[_N]_<label>.json instead of peers[_N].json"
+    )
+    parser.add_argument(
         "--recbole-eval-batch-size",
         type=int,
         # RecBole's own default (4096 scores) ranks one user per batch at the demo's 4,942
@@ -520,6 +523,11 @@ def main() -> None:
     processed = args.processed_dir or synthetic_processed(n_interactions, **spec)
     bench = prepare(processed.resolve())
     seeds = list(range(args.seeds))
+    # One results file per dataset, so the demo's and the 10x run's stand side by side.
+    default_data = args.processed_dir is None and n_interactions == DEMO_INTERACTIONS
+    name_of_result = "peers" if default_data or args.quick else f"peers_{n_interactions}"
+    if args.label:
+        name_of_result += f"_{args.label}"
     report: dict[str, Any] = {
         "machine": machine(),
         "data": {
@@ -553,7 +561,7 @@ def main() -> None:
             entry = report["contenders"][name]
             entry["runs"].append(run_one(name, bench, seed, args))
             entry["summary"] = summarise(entry["runs"])
-            path = write_result("peers", report, quick=args.quick)  # saved as it goes
+            path = write_result(name_of_result, report, quick=args.quick)  # saved as it goes
     console.print(f"wrote {path}")
     Console(width=150).print(table(report))
     for name, entry in report["contenders"].items():

@@ -107,6 +107,7 @@ def lightning_run(processed: Path, limit_batches: int | None) -> dict[str, Any]:
         ks=list(cfg.ks),
         lr_scaling=cfg.lr_scaling,
         lr_reference_batch=cfg.lr_reference_batch,
+        lr_scaling_max_batch=cfg.get("lr_scaling_max_batch"),
     )
     start = time.perf_counter()
     trainer = L.Trainer(**trainer_kwargs(limit_batches))
@@ -131,7 +132,9 @@ def bare_run(processed: Path, limit_batches: int | None) -> dict[str, Any]:
     sampler = NegativeSampler(train.users, train.items, datamodule.n_items)
     net = build_neumf(datamodule.n_users, datamodule.n_items)
     optimizer = instantiate(cfg.optimizer)(params=net.parameters())
-    scale = lr_scale(batch_size, cfg.lr_scaling, cfg.lr_reference_batch)
+    scale = lr_scale(
+        batch_size, cfg.lr_scaling, cfg.lr_reference_batch, cfg.get("lr_scaling_max_batch")
+    )
     for group in optimizer.param_groups:
         group["lr"] *= scale
     l2_reg = float(cfg.l2_reg)

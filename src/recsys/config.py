@@ -64,6 +64,8 @@ class ModuleConfig:
     # optimizer.lr is the rate at lr_reference_batch; other batches scale it by this rule.
     lr_scaling: LrScaling = LrScaling.sqrt
     lr_reference_batch: int = 1024
+    # Batches above this keep its rate (null: no limit); sqrt scaling overshoots at large ones.
+    lr_scaling_max_batch: int | None = None
     # torch.compile the training step (benchmarks/compile_step.py: +15-44% on 2 CPU cores at
     # batches of 4,096+, after 6-13 s of compilation).
     compile_step: bool = False

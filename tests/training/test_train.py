@@ -135,6 +135,16 @@ def test_auto_batch_and_scaled_learning_rate(small_processed, tmp_path):
     assert trainer.num_training_batches == -(-len(datamodule.load().train) * 8 // batch)
 
 
+def test_lr_scale_follows_its_rule_up_to_the_max_batch():
+    from recsys.training.module import lr_scale
+
+    assert lr_scale(4096, "sqrt", 1024) == 2.0
+    assert lr_scale(4096, "linear", 1024) == 4.0
+    assert lr_scale(512, "sqrt", 1024, 8192) == pytest.approx(0.5**0.5)
+    assert lr_scale(65536, "sqrt", 1024, 8192) == lr_scale(8192, "sqrt", 1024) == 8**0.5
+    assert lr_scale(65536, "none", 1024, 8192) == 1.0
+
+
 def test_bad_batch_size_is_a_user_error(small_processed, tmp_path):
     from recsys.errors import RecsysError
 

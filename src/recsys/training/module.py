@@ -27,9 +27,13 @@ MONITOR_K = 10  # val/ndcg@10 selects checkpoints (SPEC section 2), so K=10 is a
 LR_SCALING = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
 
-def lr_scale(global_batch: int, rule: str, reference_batch: int) -> float:
-    """Factor on a learning rate tuned at `reference_batch` for a run at `global_batch`."""
-    return (global_batch / reference_batch) ** LR_SCALING[rule]
+def lr_scale(
+    global_batch: int, rule: str, reference_batch: int, max_batch: int | None = None
+) -> float:
+    """Factor on a learning rate tuned at `reference_batch` for a run at `global_batch`;
+    batches above `max_batch` keep the rate of `max_batch`."""
+    batch = global_batch if max_batch is None else min(global_batch, max_batch)
+    return (batch / reference_batch) ** LR_SCALING[rule]
 
 
 class RecommenderModule(L.LightningModule):
@@ -42,6 +46,7 @@ class RecommenderModule(L.LightningModule):
         ks: Sequence[int] = (10, 20),
         lr_scaling: str = "sqrt",
         lr_reference_batch: int = 1024,
+        lr_scaling_max_batch: int | None = None,
         compile_step: bool = False,
     ) -> None:
         super().__init__()
@@ -51,6 +56,9 @@ class RecommenderModule(L.LightningModule):
         self.save_hyperparameters({"l2_reg": float(l2_reg), "ks": [int(k) for k in ks]})
         self.lr_scaling = lr_scaling
         self.lr_reference_batch = int(lr_reference_batch)
+        self.lr_scaling_max_batch = (
+            None if lr_scaling_max_batch is None else int(lr_scaling_max_batch)
+        )
         self.compile_step = bool(compile_step)
         self._bpr_step: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
         self.net = net
@@ -145,7 +153,9 @@ class RecommenderModule(L.LightningModule):
         if batch is None:
             return 1.0
         global_batch = batch * self.trainer.world_size
-        return lr_scale(global_batch, self.lr_scaling, self.lr_reference_batch)
+        return lr_scale(
+            global_batch, self.lr_scaling, self.lr_reference_batch, self.lr_scaling_max_batch
+        )
 
     # --- evaluation -----------------------------------------------------------------------
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
