@@ -373,7 +373,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads, every contender")
     parser.add_argument("--models", nargs="*", default=list(TARGET_VS_BASELINE))
     parser.add_argument(
-        "--merge", action="store_true", help="keep the last run's baseline rows not redone"
+        "--merge",
+        action="store_true",
+        help="keep the last run's baseline rows not redone (and its large epoch with --large 0)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, short epochs")
     parser.add_argument(
@@ -389,6 +391,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     quiet_lightning()
     processed = synthetic_processed()
+    earlier = earlier_report("train_throughput")  # read before this run saves its first part
     report: dict[str, Any] = {
         "machine": machine(),
         "model": model_summary(),
@@ -403,9 +406,7 @@ def main() -> None:
             "lightning_vs_bare": f">= {TARGET_LIGHTNING_RATIO}",
             "large_epoch": f"<= {LARGE_EPOCH_SECONDS} s, <= {LARGE_PEAK_RSS_MB} MB peak RSS",
         },
-        "vs_baseline": earlier_report("train_throughput").get("vs_baseline", {})
-        if args.merge
-        else {},
+        "vs_baseline": earlier.get("vs_baseline", {}) if args.merge else {},
     }
     for model, policy in itertools.product(args.models, WAIT_POLICIES):
         row = measure_against_baseline(processed, model, args.repeat, args.threads, policy)
@@ -415,6 +416,8 @@ def main() -> None:
     write_result("train_throughput", finish_report(report), quick=args.quick)
     if args.large and not args.quick:
         report["large_epoch"] = measure_large(args.large, args.threads)
+    elif args.merge and earlier.get("large_epoch"):
+        report["large_epoch"] = earlier["large_epoch"]
     path = write_result("train_throughput", finish_report(report), quick=args.quick)
     console.print(f"wrote {path}")
     for table in tables(report):
