@@ -66,8 +66,8 @@ class ModuleConfig:
     lr_reference_batch: int = 1024
     # Batches above this keep its rate (null: no limit); sqrt scaling overshoots at large ones.
     lr_scaling_max_batch: int | None = None
-    # torch.compile the training step (benchmarks/compile_step.py: +15-44% on 2 CPU cores at
-    # batches of 4,096+, after 6-13 s of compilation).
+    # torch.compile the training step (benchmarks/compile_step.py: +10-59% on 2 CPU cores at
+    # batches of 4,096+, after 7-13 s of compilation).
     compile_step: bool = False
 
 
