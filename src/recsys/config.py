@@ -51,6 +51,13 @@ class LrScaling(StrEnum):
     linear = "linear"  # p = 1: SGD's usual rule
 
 
+class Loss(StrEnum):
+    """The training objective over a positive and its negatives (`training/loss.py`)."""
+
+    bpr = "bpr"  # pairwise: -log sigmoid(s_ui - s_uj), averaged over the negatives
+    softmax = "softmax"  # listwise: the positive against all its negatives at once
+
+
 @dataclass
 class ModuleConfig:
     """The LightningModule around a net (the `model` group): loss weights, optimizer, cutoffs."""
@@ -60,6 +67,7 @@ class ModuleConfig:
     optimizer: Any = None
     scheduler: Any = None
     l2_reg: float = 0.0
+    loss: Loss = Loss.bpr
     ks: list[int] = field(default_factory=lambda: [10, 20])
     # optimizer.lr is the rate at lr_reference_batch; other batches scale it by this rule.
     lr_scaling: LrScaling = LrScaling.sqrt

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from recsys.models import GMF, MF, MLP, NeuMF, Popularity, Recommender, ncf
 from recsys.models.checkpoint import CheckpointError, build_net, load_net
-from recsys.training.loss import bpr_loss, triplets
+from recsys.training.loss import bpr_loss, softmax_loss, triplets
 
 N_USERS, N_ITEMS = 7, 23
 
@@ -534,3 +534,17 @@ def test_row_dropout_shares_one_mask_across_a_rows_items():
     assert flat.shape == (64, 8) and not torch.equal((flat == 0)[:32], (flat == 0)[32:])
     drop.eval()
     assert torch.equal(drop(x), x)
+
+
+def test_softmax_loss_is_cross_entropy_of_the_positive_against_its_negatives():
+    net = make("neumf")
+    g = torch.Generator().manual_seed(4)
+    users = torch.randint(N_USERS, (9,), generator=g)
+    items = torch.randint(N_ITEMS, (9, 4), generator=g)
+    with torch.no_grad():
+        loss, reg = softmax_loss(net, users, items)
+        scores = net.score(users.repeat_interleave(4), items.flatten()).view(9, 4)
+        _, bpr_reg = bpr_loss(net, users, items)
+    want = -(scores[:, 0].exp() / scores.exp().sum(1)).log().mean()
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(reg, bpr_reg)  # the same L2 term per triplet

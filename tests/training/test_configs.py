@@ -70,7 +70,13 @@ def test_eval_config_defaults(tmp_path):
 
 @pytest.mark.parametrize(
     "override",
-    ["model=nope", "trainer=tpu", "model.lr_scaling=cubic", "eval.protocol=loo"],
+    [
+        "model=nope",
+        "trainer=tpu",
+        "model.lr_scaling=cubic",
+        "model.loss=hinge",
+        "eval.protocol=loo",
+    ],
 )
 def test_config_mistakes_are_refused(override, tmp_path):
     name = "eval" if override.startswith("eval.") else "train"

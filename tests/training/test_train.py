@@ -51,6 +51,17 @@ def test_learns_more_than_popularity(small_processed, tmp_path):
     assert mf["val/ndcg@10"] > pop["val/ndcg@10"]
 
 
+def test_softmax_loss_trains_through_the_config(small_processed, tmp_path):
+    """`model.loss=softmax` reaches the module and learns more than popularity."""
+    pop, _ = train(train_config(small_processed, tmp_path / "pop", "model=pop"))
+    cfg = train_config(
+        small_processed, tmp_path / "mf", "model=mf", "model.loss=softmax", "trainer.max_epochs=8"
+    )
+    mf, objects = train(cfg)
+    assert objects["module"].loss_fn.__name__ == "softmax_loss"
+    assert mf["val/ndcg@10"] > pop["val/ndcg@10"]
+
+
 def test_best_epoch_is_selected(small_processed, tmp_path):
     cfg = train_config(small_processed, tmp_path, "model=mf", "trainer.max_epochs=3")
     metrics, objects = train(cfg)
@@ -179,6 +190,6 @@ def test_compiled_step_trains_like_the_eager_one(small_processed, tmp_path):
         )  # fmt: skip
         metrics, objects = train(cfg)
         module = objects["module"]
-        assert (module.bpr_step() != module.bpr_loss) is compiled  # really compiled, or not
+        assert (module.step_fn() != module.loss_terms) is compiled  # really compiled, or not
         runs[compiled] = metrics["val/ndcg@10"]
     assert runs[True] == pytest.approx(runs[False], abs=2e-3)

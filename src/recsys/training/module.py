@@ -20,7 +20,7 @@ from recsys import __version__
 from recsys.evaluation.metrics import RankingMetrics
 from recsys.evaluation.protocols import rank_batch
 from recsys.models.base import Recommender
-from recsys.training.loss import bpr_loss, triplets
+from recsys.training.loss import LOSSES, LossTerms, triplets
 
 MONITOR_K = 10  # val/ndcg@10 selects checkpoints (SPEC section 2), so K=10 is always computed
 # Learning-rate scaling rules: lr x (global batch / reference batch) ** exponent.
@@ -48,10 +48,14 @@ class RecommenderModule(L.LightningModule):
         lr_reference_batch: int = 1024,
         lr_scaling_max_batch: int | None = None,
         compile_step: bool = False,
+        loss: str = "bpr",
     ) -> None:
         super().__init__()
         if lr_scaling not in LR_SCALING:
             raise ValueError(f"lr_scaling must be one of {sorted(LR_SCALING)}, got {lr_scaling!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        self.loss_fn = LOSSES[loss]
         # Plain values only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters({"l2_reg": float(l2_reg), "ks": [int(k) for k in ks]})
         self.lr_scaling = lr_scaling
@@ -60,7 +64,7 @@ class RecommenderModule(L.LightningModule):
             None if lr_scaling_max_batch is None else int(lr_scaling_max_batch)
         )
         self.compile_step = bool(compile_step)
-        self._bpr_step: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._step_fn: Callable[..., LossTerms] | None = None
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -77,28 +81,29 @@ class RecommenderModule(L.LightningModule):
         self.train_samples = 0
 
     # --- training -------------------------------------------------------------------------
-    def bpr_loss(self, users, items) -> tuple[torch.Tensor, torch.Tensor]:
-        return bpr_loss(self.net, users, items)
+    def loss_terms(self, users, items) -> LossTerms:
+        """The configured loss (`model.loss`) and the L2 term, for one batch."""
+        return self.loss_fn(self.net, users, items)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         users, items = batch  # items [P, 1 + K]: a positive and its negatives per row
         self._epoch_samples += triplets(items)
         if not self.net.trainable:
             return None
-        loss, reg = self.bpr_step()(users, items)
+        loss, reg = self.step_fn()(users, items)
         # Summed on the device and logged once per epoch: a per-step self.log would copy the
         # loss to the host (a device sync) on every step.
         self._loss_sum += loss.detach()
         self._loss_steps += 1
         return loss + self.l2_reg * reg
 
-    def bpr_step(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-        """`bpr_loss`, through `torch.compile` with `compile_step` (fused kernels for the
+    def step_fn(self) -> Callable[..., LossTerms]:
+        """`loss_terms`, through `torch.compile` with `compile_step` (fused kernels for the
         step's elementwise work; compiled once, at the first step, and once more for the
         epoch's shorter last batch)."""
-        if self._bpr_step is None:
-            self._bpr_step = torch.compile(self.bpr_loss) if self.compile_step else self.bpr_loss
-        return self._bpr_step
+        if self._step_fn is None:
+            self._step_fn = torch.compile(self.loss_terms) if self.compile_step else self.loss_terms
+        return self._step_fn
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         last = batch_idx + 1 == self.trainer.num_training_batches
