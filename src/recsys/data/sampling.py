@@ -14,7 +14,8 @@ from torch.utils.data import IterableDataset
 
 # Rejection rounds before the few remaining (very dense) users are drawn exactly.
 MAX_REJECTION_ROUNDS = 32
-# Negatives sampled at once: bounds memory on big data, keeps per-call overhead negligible.
+# Triplets (negatives) sampled at once: bounds memory on big data, keeps per-call overhead
+# negligible.
 CHUNK_TRIPLETS = 1 << 20
 
 

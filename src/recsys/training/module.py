@@ -1,5 +1,5 @@
-"""LightningModule: the BPR loss (`training/loss.py`) for training, full-ranking metrics for
-val/test.
+"""LightningModule: the configured loss (`model.loss`, `training/loss.py`) for training,
+full-ranking metrics for val/test.
 
 The math lives in the net (`recsys.models`) and in `recsys.evaluation`; this class only wires
 them into Lightning's loop, logging and checkpoints.
