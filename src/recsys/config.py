@@ -95,6 +95,9 @@ class EvalOptions:
     n_negatives: int = 99
     seed: int = 0
     device: str = "auto"
+    # Percentile-bootstrap resamples of the test users for intervals.json (0: none).
+    bootstrap: int = 1000
+    confidence: float = 0.95
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -24,10 +27,34 @@ def run(cfg: DictConfig) -> float:
         n_negatives=cfg.eval.n_negatives,
         seed=cfg.eval.seed,
         device=cfg.eval.device,
+        bootstrap=cfg.eval.bootstrap,
+        confidence=cfg.eval.confidence,
+        compare=cfg.get("compare"),
     )
-    key = "test/ndcg@10" if "test/ndcg@10" in metrics else next(iter(metrics))
+    print_reports(Path(cfg.eval.output_dir))
+    # The last line: test NDCG@10, or NDCG at the smallest cutoff when eval.k lacks 10.
+    key = "test/ndcg@10" if "test/ndcg@10" in metrics else f"test/ndcg@{min(cfg.eval.k)}"
     print(f"{metrics[key]:.6f}", flush=True)
     return float(metrics[key])
+
+
+def print_reports(out: Path) -> None:
+    """The intervals (and the comparison) on the console, one metric a line."""
+    intervals = out / "intervals.json"
+    if intervals.is_file():
+        report = json.loads(intervals.read_text())
+        pct = round(100 * report["confidence"])
+        for name, v in report["metrics"].items():
+            print(f"{name:<18} {v['mean']:.4f}  {pct}% CI [{v['low']:.4f}, {v['high']:.4f}]")
+    comparison = out / "comparison.json"
+    if comparison.is_file():
+        report = json.loads(comparison.read_text())
+        print(f"a = {report['a']}\nb = {report['b']}")
+        for name, v in report["metrics"].items():
+            print(
+                f"{name:<18} a {v['a']:.4f}  b {v['b']:.4f}  a-b {v['difference']:+.4f} "
+                f"[{v['low']:+.4f}, {v['high']:+.4f}]  P(a better) {v['p_a_better']:.3f}"
+            )
 
 
 def main() -> None:

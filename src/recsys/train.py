@@ -98,8 +98,6 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     except Exception as err:  # pretrained checkpoints or bad sizes: a user error with a cause
         cause = err.__cause__ or err
         raise RecsysError(f"cannot build model {cfg.model.net._target_}: {cause}") from err
-    if not net.trainable:
-        net.fit(datamodule.load().train.items)
     return instantiate(cfg.model, net=net)
 
 
@@ -119,7 +117,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     loggers = instantiate_loggers(cfg.get("logger"), cfg.get("ckpt_path"))
     overrides: dict[str, Any] = {}
     if not module.net.trainable:
-        overrides["max_epochs"] = 1  # counting needs one pass; more epochs change nothing
+        # Solved nets fit once per epoch (RecommenderModule.on_train_epoch_start) and take no
+        # gradient steps: one batch keeps the loop going; a closed form needs one epoch only.
+        overrides["limit_train_batches"] = 1
+        if module.net.single_solve:
+            overrides["max_epochs"] = 1
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
     log_config(loggers, cfg)
 

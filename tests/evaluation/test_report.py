@@ -161,7 +161,16 @@ def test_full_protocol_outputs(processed, ckpt, tmp_path):
     assert set(saved) == METRIC_KEYS == set(metrics)
     assert saved == pytest.approx(metrics, rel=1e-12)
     assert isinstance(saved["n_users"], int)
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "topk.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "intervals.json",
+        "metrics.json",
+        "topk.parquet",
+    ]
+    intervals = json.loads((out / "intervals.json").read_text())
+    assert intervals["n_users"] == saved["n_users"] and intervals["resamples"] == 1000
+    for key, value in intervals["metrics"].items():
+        assert value["mean"] == pytest.approx(saved[key], abs=1e-6)
+        assert value["low"] <= value["mean"] <= value["high"]
 
     topk = pl.read_parquet(out / "topk.parquet")
     check_topk(topk, processed, mf(), k=20)
@@ -259,6 +268,14 @@ def failing_inputs(failure: str, ckpt: Path, processed: Path, tmp: Path):
     if failure == "empty-test":
         splits = {"train": [(0, 0), (1, 1)], "val": [(0, 1)], "test": []}
         return ckpt, write_processed(tmp / "empty_test", splits, N_USERS, N_ITEMS), {}
+    if failure == "compare-other-sizes":
+        return (
+            ckpt,
+            processed,
+            {"compare": str(save_ckpt(mf(N_USERS, N_ITEMS + 1), tmp / "o.ckpt"))},
+        )
+    if failure == "bad-bootstrap":
+        return ckpt, processed, {"bootstrap": -1}
     if failure == "bad-k":
         return ckpt, processed, {"ks": [0, 10]}
     assert failure == "unknown-protocol"
@@ -271,6 +288,8 @@ MESSAGES = {
     "foreign-class": "not a recsys model",
     "no-data": "does not exist",
     "empty-test": "no users to evaluate",
+    "compare-other-sizes": "trained on",
+    "bad-bootstrap": "eval.bootstrap",
     "bad-k": "eval.k",
     "unknown-protocol": "eval.protocol",
 }
@@ -286,3 +305,24 @@ def test_a_failing_evaluation_leaves_previous_outputs_untouched(failure, process
     with pytest.raises(RecsysError, match=MESSAGES[failure]):
         evaluate_checkpoint(str(bad_ckpt), str(bad_processed), str(out), **kwargs)
     assert snapshot(out) == before
+
+
+def test_comparison_of_two_checkpoints(processed, ckpt, tmp_path):
+    """a - b per user with its interval; a model against itself differs by exactly nothing,
+    and a report not asked for again is removed rather than left stale."""
+    other = save_ckpt(mf(seed=7), tmp_path / "other.ckpt")
+    out = tmp_path / "eval"
+    a = evaluate_checkpoint(str(ckpt), str(processed), str(out), compare=str(other))
+    report = json.loads((out / "comparison.json").read_text())
+    b = evaluate_checkpoint(str(other), str(processed), str(tmp_path / "b"))
+    for key, value in report["metrics"].items():
+        assert value["a"] == pytest.approx(a[key], abs=1e-6)
+        assert value["b"] == pytest.approx(b[key], abs=1e-6)
+        assert value["difference"] == pytest.approx(a[key] - b[key], abs=1e-6)
+        assert value["low"] <= value["difference"] <= value["high"]
+        assert 0 <= value["p_a_better"] <= 1
+    evaluate_checkpoint(str(ckpt), str(processed), str(out), compare=str(ckpt))
+    same = json.loads((out / "comparison.json").read_text())["metrics"]
+    assert all(v["difference"] == v["low"] == v["high"] == 0 for v in same.values())
+    evaluate_checkpoint(str(ckpt), str(processed), str(out), bootstrap=0)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "topk.parquet"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.models import GMF, MF, MLP, NeuMF, Popularity, Recommender, ncf
+from recsys.models import EASE, GMF, IALS, MF, MLP, NeuMF, Popularity, Recommender, ncf
 from recsys.models.checkpoint import CheckpointError, build_net, load_net
 from recsys.training.loss import bpr_loss, softmax_loss, triplets
 
@@ -25,8 +26,22 @@ FACTORIES = {
     "mlp_dropout": lambda: MLP(N_USERS, N_ITEMS, 4, layers=(8, 4), dropout=0.5, init_std=0.5),
     "neumf": lambda: NeuMF(N_USERS, N_ITEMS, 5, 4, layers=(8, 6, 3), dropout=0.3, init_std=0.5),
     "pop": lambda: _fitted_popularity(),
+    "ease": lambda: _solved(EASE(N_USERS, N_ITEMS, l2_reg=2.0)),
+    "ials": lambda: _solved(IALS(N_USERS, N_ITEMS, embedding_dim=4, alpha=3.0, l2_reg=0.5)),
 }
 NEURAL = ["mlp", "mlp_one_layer", "mlp_dropout", "neumf"]
+SOLVED = ["pop", "ease", "ials"]  # fitted by `solve`, no gradients
+
+
+def _solved(net: Recommender, sweeps: int = 2) -> Recommender:
+    g = torch.Generator().manual_seed(11)
+    users, items = (
+        torch.randint(N_USERS, (60,), generator=g),
+        torch.randint(N_ITEMS, (60,), generator=g),
+    )
+    for _ in range(sweeps):
+        net.solve(users, items)
+    return net
 
 
 def _fitted_popularity() -> Popularity:
@@ -103,7 +118,7 @@ def test_blocked_inference_any_block_size(name, block, users, bounds):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", [n for n in FACTORIES if n != "pop"])
+@pytest.mark.parametrize("name", [n for n in FACTORIES if n not in SOLVED])
 def test_score_items_autograd_matches_pairwise_values_and_gradients(name, small_blocks):
     net = make(name)
     users = ODD_USERS
@@ -182,7 +197,7 @@ def test_train_scores_norms_are_squared_norms_of_the_touched_rows(name):
     ):
         want = [sum(_sq(w.detach(), [r]) for w in tables) for r in index.flatten().tolist()]
         assert got.detach().flatten().tolist() == pytest.approx(want, rel=1e-6, abs=0)
-    if user_tables:  # it is a penalty to train with: gradients reach the touched rows only
+    if user_tables and net.trainable:  # a penalty to train with: gradients reach touched rows only
         out.user_sq.sum().backward()
         weight = user_tables[0]
         assert set(torch.nonzero(weight.grad.abs().sum(1)).flatten().tolist()) == {0, 2, 6}
@@ -548,3 +563,77 @@ def test_softmax_loss_is_cross_entropy_of_the_positive_against_its_negatives():
     want = -(scores[:, 0].exp() / scores.exp().sum(1)).log().mean()
     torch.testing.assert_close(loss, want)
     torch.testing.assert_close(reg, bpr_reg)  # the same L2 term per triplet
+
+
+# --- EASE and iALS ---------------------------------------------------------------------------
+
+
+def _random_interactions(n_users: int, n_items: int, n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(n_users, (n,), generator=g), torch.randint(n_items, (n,), generator=g)
+
+
+def test_ease_equals_the_closed_form():
+    """B = I - P diag(1/diag P), P = (X^T X + lambda I)^-1, scores X B (Steck, 2019), in float64
+    with numpy-free torch linear algebra on the dense matrix; duplicates count once."""
+    users, items = _random_interactions(9, 13, 70, seed=2)
+    net = EASE(9, 13, l2_reg=3.0)
+    net.solve(users, items)
+    x = torch.zeros(9, 13, dtype=torch.float64)
+    x[users, items] = 1.0
+    p = torch.linalg.inv(x.T @ x + 3.0 * torch.eye(13, dtype=torch.float64))
+    b = torch.eye(13, dtype=torch.float64) - p / torch.diagonal(p)[None, :]
+    assert torch.diagonal(b).abs().max() < 1e-12
+    torch.testing.assert_close(net.weights.double(), b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        net.score_items(torch.arange(9)).double(), x @ b, rtol=1e-4, atol=1e-5
+    )
+    assert net.n_history == int(x.sum()) and build_net(net.spec()).indices.numel() == net.n_history
+
+
+def test_ease_refuses_a_catalogue_that_does_not_fit_before_allocating():
+    with pytest.raises(MemoryError, match=r"EASE needs about .* for 10,000,000 items.*model=ials"):
+        EASE(5, 10_000_000)
+
+
+def _ials_objective(net: IALS, users, items) -> float:
+    """Hu et al.'s loss: sum over all pairs of c_ui (p_ui - x_u.y_i)^2 + lambda (|X|^2 + |Y|^2)."""
+    x, y = net.user_emb.weight.double(), net.item_emb.weight.double()
+    p = torch.zeros(net.n_users, net.n_items, dtype=torch.float64)
+    p[users, items] = 1.0
+    c = 1.0 + net.alpha * p
+    return float((c * (p - x @ y.T) ** 2).sum() + net.l2_reg * (x.pow(2).sum() + y.pow(2).sum()))
+
+
+def test_ials_sweeps_never_increase_the_objective():
+    users, items = _random_interactions(30, 20, 150, seed=4)
+    net = IALS(30, 20, embedding_dim=6, alpha=5.0, l2_reg=0.3, init_std=0.1).double()
+    losses = [_ials_objective(net, users, items)]
+    for _ in range(6):
+        net.solve(users, items)
+        losses.append(_ials_objective(net, users, items))
+    assert all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(losses)), losses
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_ials_conjugate_gradient_solves_the_normal_equations():
+    """With as many CG steps as dimensions the users' side is the exact least-squares solution
+    (Y^T C_u Y + lambda I) x_u = Y^T C_u p_u, solved here user by user."""
+    users, items = _random_interactions(12, 15, 60, seed=6)
+    d = 5
+    net = IALS(
+        12, 15, embedding_dim=d, alpha=4.0, l2_reg=0.7, cg_steps=3 * d, init_std=0.3
+    ).double()
+    y = net.item_emb.weight.detach().clone()
+    pairs = sorted(set(zip(users.tolist(), items.tolist(), strict=True)))
+    rows = torch.tensor([u for u, _ in pairs])
+    cols = torch.tensor([i for _, i in pairs])
+    got = net._conjugate_gradient(net.user_emb.weight.detach(), y, rows, cols)
+    for u in range(12):
+        c = torch.ones(15, dtype=torch.float64)
+        p = torch.zeros(15, dtype=torch.float64)
+        seen = cols[rows == u]
+        c[seen], p[seen] = 1.0 + 4.0, 1.0
+        a = y.T @ (c[:, None] * y) + 0.7 * torch.eye(d, dtype=torch.float64)
+        want = torch.linalg.solve(a, y.T @ (c * p))
+        torch.testing.assert_close(got[u], want, rtol=1e-8, atol=1e-10)

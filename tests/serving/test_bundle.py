@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from recsys.evaluation.ranking import csr_rows
+from recsys.models import EASE, IALS
 from recsys.models.mf import MF
 from recsys.models.ncf import GMF, MLP, NeuMF
 from recsys.models.popularity import Popularity
@@ -56,7 +57,16 @@ def nets():
     gmf = GMF(N_USERS, N_ITEMS, embedding_dim=8)
     with torch.no_grad():
         gmf.head.weight.normal_()
-    return [neumf, gmf, MLP(N_USERS, N_ITEMS, embedding_dim=4, layers=[8, 4]), MF(N_USERS, N_ITEMS)]
+    g = torch.Generator().manual_seed(1)
+    users, items = (
+        torch.randint(N_USERS, (150,), generator=g),
+        torch.randint(N_ITEMS, (150,), generator=g),
+    )
+    ease, ials = EASE(N_USERS, N_ITEMS, l2_reg=1.0), IALS(N_USERS, N_ITEMS, embedding_dim=6)
+    for solved in (ease, ials, ials):
+        solved.solve(users, items)
+    mlp = MLP(N_USERS, N_ITEMS, embedding_dim=4, layers=[8, 4])
+    return [neumf, gmf, mlp, MF(N_USERS, N_ITEMS), ease, ials]
 
 
 @pytest.fixture(params=nets(), ids=lambda net: type(net).__name__)
@@ -74,7 +84,7 @@ def test_precomputed_item_side_scores_like_the_raw_weights(bundle_and_net):
         expected = net.score_items(users)
         assert torch.allclose(bundle.net.score_items(users), expected, atol=1e-5)
         assert torch.allclose(bundle.net.score_items(users, 5, 17), expected[:, 5:17], atol=1e-5)
-    if type(net) is not MF:  # MF scores from its raw weights: nothing worth precomputing
+    if not isinstance(net, MF | EASE):  # these score from raw weights: nothing to precompute
         assert bundle.net.frozen_items
 
 

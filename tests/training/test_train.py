@@ -13,7 +13,7 @@ from recsys.models.checkpoint import load_net
 from recsys.train import train
 from tests.training.compose import train_config
 
-MODELS = ["gmf", "mlp", "neumf", "mf", "pop"]
+MODELS = ["gmf", "mlp", "neumf", "mf", "pop", "ease", "ials"]
 SPEC_KEYS = {"test/recall@10", "test/ndcg@10", "test/recall@20", "test/ndcg@20", "n_users"}
 
 
@@ -49,6 +49,29 @@ def test_learns_more_than_popularity(small_processed, tmp_path):
         train_config(small_processed, tmp_path / "mf", "model=mf", "trainer.max_epochs=8")
     )
     assert mf["val/ndcg@10"] > pop["val/ndcg@10"]
+
+
+@pytest.mark.parametrize("model", ["ease", "ials"])
+def test_solved_baselines_learn_more_than_popularity(model, small_processed, tmp_path):
+    """EASE in one closed-form epoch, iALS one sweep per epoch, each validated like a
+    gradient epoch; neither takes an optimizer step."""
+    pop, _ = train(train_config(small_processed, tmp_path / "pop", "model=pop"))
+    metrics, objects = train(
+        train_config(small_processed, tmp_path / model, f"model={model}", "trainer.max_epochs=4")
+    )
+    assert metrics["val/ndcg@10"] > pop["val/ndcg@10"]
+    trainer = objects["trainer"]
+    assert trainer.current_epoch == (1 if model == "ease" else 4)
+    assert not any(p.requires_grad for p in objects["module"].net.parameters())
+
+
+def test_ease_refuses_a_catalogue_beyond_memory(small_processed, tmp_path, monkeypatch):
+    from recsys.errors import RecsysError
+    from recsys.models import ease
+
+    monkeypatch.setattr(ease, "available_memory", lambda device: 1000)
+    with pytest.raises(RecsysError, match=r"EASE needs about .*model=ials"):
+        train(train_config(small_processed, tmp_path, "model=ease"))
 
 
 def test_softmax_loss_trains_through_the_config(small_processed, tmp_path):

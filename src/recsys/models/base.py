@@ -25,7 +25,11 @@ class Recommender(nn.Module):
 
     n_users: int
     n_items: int
+    # Gradient nets train on the loss; the others (`trainable = False`) are fitted by `solve`
+    # on the train interactions, once per epoch: in closed form (`single_solve`: one epoch
+    # suffices) or by solver sweeps (each epoch one more, validated like a gradient epoch).
     trainable: bool = True
+    single_solve: bool = True
     # Item-side tensors of `score_items` precomputed for inference (see `use_item_side`).
     frozen_items: dict[str, torch.Tensor] | None = None
 
@@ -54,6 +58,10 @@ class Recommender(nn.Module):
         n, m = items.shape
         scores = self.score(users.repeat_interleave(m), items.reshape(-1)).view(n, m)
         return TrainScores(scores, scores.new_zeros(n), scores.new_zeros(n, m))
+
+    def solve(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        """Fit (or refine, by one sweep) on the train pairs: nets with `trainable = False`."""
+        raise NotImplementedError(f"{type(self).__name__} is trained by gradient steps")
 
     def item_embeddings(self) -> torch.Tensor:
         """Item vectors for item-to-item similarity, shape [n_items, d]."""

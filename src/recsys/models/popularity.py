@@ -23,6 +23,9 @@ class Popularity(Recommender):
         tie_break = torch.arange(self.n_items, 0, -1, dtype=torch.float32) / (self.n_items + 1)
         self.counts.copy_(counts + tie_break)
 
+    def solve(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        self.fit(items.cpu())
+
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.counts[items]
 

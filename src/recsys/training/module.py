@@ -8,6 +8,7 @@ them into Lightning's loop, logging and checkpoints.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,11 @@ from recsys.evaluation.metrics import RankingMetrics
 from recsys.evaluation.protocols import rank_batch
 from recsys.models.base import Recommender
 from recsys.training.loss import LOSSES, LossTerms, triplets
+
+# Solved nets (EASE, iALS, popularity) return no loss from training_step, on purpose: their
+# `solve` runs at epoch start. (Manual optimisation would not warn, but it leaves global_step
+# at 0, and ModelCheckpoint saves nothing at an unchanged step.)
+warnings.filterwarnings("ignore", message="`training_step` returned `None`")
 
 MONITOR_K = 10  # val/ndcg@10 selects checkpoints (SPEC section 2), so K=10 is always computed
 # Learning-rate scaling rules: lr x (global batch / reference batch) ** exponent.
@@ -116,6 +122,8 @@ class RecommenderModule(L.LightningModule):
         self._epoch_samples = 0
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_steps = 0
+        if not self.net.trainable:  # closed form or one solver sweep on the train pairs
+            self.net.solve(*self.trainer.datamodule.train_pairs)
 
     def on_train_epoch_end(self) -> None:
         # Up to the last optimizer step: validation runs inside the epoch, before this hook.

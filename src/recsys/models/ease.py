@@ -1,0 +1,107 @@
+"""EASE (Steck, 2019): a closed-form item-item model, B = I - P / diag(P) with
+P = (X^T X + lambda I)^-1, scoring a user by their train history: s_u = x_u B.
+
+A strong baseline that neural models rarely beat on small and mid-sized catalogues
+(Dacrema et al., 2019). Its cost is the catalogue squared, so it refuses catalogues whose
+matrices would not fit in memory, before allocating them.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from recsys.models.base import Recommender
+from recsys.models.solvers import history_csr, history_rows
+
+# Float32 n_items x n_items matrices alive at once while solving: the Gram matrix, its
+# inverse (Cholesky works in place of a copy) and the weights B.
+MATRICES_WHILE_SOLVING = 3
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes that can still be allocated on `device` (host: MemAvailable from /proc/meminfo)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62  # unknown (not Linux): let the allocator decide
+
+
+class EASE(Recommender):
+    trainable = False  # solved in closed form (`solve`), not by gradient steps
+    single_solve = True
+
+    def __init__(
+        self, n_users: int, n_items: int, l2_reg: float = 500.0, n_history: int = 0
+    ) -> None:
+        super().__init__(n_users, n_items)
+        need = MATRICES_WHILE_SOLVING * 4 * n_items * n_items
+        free = available_memory(torch.device("cpu"))
+        if need > free:
+            raise MemoryError(
+                f"EASE needs about {need / 2**30:.1f} GiB for {n_items:,} items "
+                f"({MATRICES_WHILE_SOLVING} float32 item x item matrices), more than the "
+                f"{free / 2**30:.1f} GiB available: use model=ials (linear in the catalogue) or "
+                "shrink the catalogue (a higher data.min_interactions)"
+            )
+        if l2_reg <= 0:
+            raise ValueError(f"EASE's l2_reg must be > 0, got {l2_reg}")
+        self.l2_reg = float(l2_reg)
+        self.n_history = int(n_history)
+        self.register_buffer("weights", torch.zeros(n_items, n_items))
+        # The train interactions as CSR: a user's scores are their history row times B.
+        self.register_buffer("indptr", torch.zeros(n_users + 1, dtype=torch.long))
+        self.register_buffer("indices", torch.zeros(self.n_history, dtype=torch.long))
+
+    @torch.no_grad()
+    def solve(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        """Fit B on the train interactions (duplicates count once) and keep the histories."""
+        indptr, indices = history_csr(users, items, self.n_users)
+        gram = self._gram(indptr, indices)
+        gram.diagonal().add_(self.l2_reg)
+        # P = G^-1 through Cholesky (G + lambda I is symmetric positive definite).
+        p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+        del gram
+        weights = p.div_(-p.diagonal().clone())  # B_ij = -P_ij / P_jj
+        weights.diagonal().zero_()
+        self.weights = weights.to(self.weights.device)
+        self.indptr = indptr.to(self.weights.device)
+        self.indices = indices.to(self.weights.device)
+        self.n_history = int(indices.numel())
+
+    def _gram(self, indptr: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """X^T X from the sparse X (cost: the co-occurring pairs, not users x items^2)."""
+        if indices.numel() == 0:
+            return torch.zeros(self.n_items, self.n_items, dtype=self.weights.dtype)
+        values = torch.ones(indices.numel(), dtype=self.weights.dtype, device=indices.device)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul is covered
+            warnings.simplefilter("ignore", UserWarning)
+            x = torch.sparse_csr_tensor(
+                indptr, indices, values, size=(self.n_users, self.n_items), check_invariants=True
+            )
+            return (x.t() @ x).to_dense()
+
+    def _history(self, users: torch.Tensor) -> torch.Tensor:
+        return history_rows(self.indptr, self.indices, users.long(), self.n_items).to(
+            self.weights.dtype
+        )
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self._history(users) * self.weights[:, items].T).sum(-1)
+
+    def score_items(
+        self, users: torch.Tensor, start: int = 0, stop: int | None = None
+    ) -> torch.Tensor:
+        stop = self.n_items if stop is None else stop
+        return self._history(users) @ self.weights[:, start:stop]
+
+    def item_embeddings(self) -> torch.Tensor:
+        # Row i: how much item i raises the score of every item; similar items act alike.
+        return self.weights
