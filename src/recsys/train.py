@@ -129,6 +129,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         best = _best_checkpoint(trainer)
+        if not cfg.get("train", True) and cfg.get("ckpt_path"):
+            best = str(cfg.ckpt_path)  # test (and register) the given checkpoint as it is
         metrics = collect_metrics(trainer, module, datamodule, best, test=cfg.get("test", True))
         leave_process_group()  # what follows runs on rank 0 alone
         if trainer.is_global_zero:

@@ -123,6 +123,7 @@ def finish_run(
             "processed_dir": str(data.path.resolve()),
             "model": type(net).__name__,
             "best_checkpoint": str(Path(best).resolve()) if best else None,
+            "tags": ",".join(map(str, cfg.get("tags") or [])) or None,
         }
         mlflow.set_tags({key: value for key, value in tags.items() if value is not None})
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
@@ -135,7 +136,9 @@ def finish_run(
         if any(key.startswith("test/") for key in metrics):  # respect runs with test=false
             final.update(log_test_plots(net, data))
         log_final_metrics(client, run_id, final, trainer.global_step)
-        if meta is None:
+        if not cfg.get("register", True):
+            log.info("register=false: model not registered")
+        elif meta is None:
             log.warning("no best checkpoint (e.g. fast_dev_run): model not registered")
         else:
             version = register_model(net, meta, data, run_id)

@@ -25,3 +25,32 @@ class OptionalLearningRateMonitor(LearningRateMonitor):
     def on_train_epoch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
         if getattr(self, "_active", False):
             super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
+class OptunaPruning(L.Callback):
+    """Inside an Optuna search (`hparams_search=*_optuna`): report the monitored metric after
+    every validation, stop the trial when the pruner says it is beaten, and stop it when the
+    search's time budget is spent. Outside a search it does nothing.
+
+    Optuna's own PyTorchLightningPruningCallback targets the old `pytorch_lightning` package,
+    and it knows no budget; this is the same report/should_prune loop for `lightning`."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from recsys.training.tuning import active_trial
+
+        current = active_trial()
+        if current is None or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        current.trial.report(float(value), step=trainer.current_epoch)
+        if current.trial.should_prune():
+            current.pruned = True
+            trainer.should_stop = True
+        elif current.time_is_up():
+            current.out_of_budget = True
+            trainer.should_stop = True
