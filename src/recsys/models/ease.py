@@ -39,7 +39,7 @@ class EASE(Recommender):
     single_solve = True
 
     def __init__(
-        self, n_users: int, n_items: int, l2_reg: float = 500.0, n_history: int = 0
+        self, n_users: int, n_items: int, l2_reg: float = 200.0, n_history: int = 0
     ) -> None:
         super().__init__(n_users, n_items)
         need = MATRICES_WHILE_SOLVING * 4 * n_items * n_items

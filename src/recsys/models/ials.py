@@ -25,10 +25,10 @@ class IALS(MF):
         n_users: int,
         n_items: int,
         embedding_dim: int = 64,
-        alpha: float = 10.0,
-        l2_reg: float = 1.0,
+        alpha: float = 2.0,
+        l2_reg: float = 50.0,
         cg_steps: int = 3,
-        init_std: float = 0.01,
+        init_std: float = 0.1,
     ) -> None:
         super().__init__(n_users, n_items, embedding_dim, item_bias=False, init_std=init_std)
         if alpha < 0 or l2_reg <= 0 or cg_steps < 1:
