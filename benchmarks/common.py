@@ -23,6 +23,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 NEUMF_YAML = ROOT / "conf" / "model" / "neumf.yaml"
 
 console = Console(stderr=True)
+# The second synthetic dataset of the quality benchmarks: stronger popularity drift between the
+# train and test periods (most picks among items released in the last 90 days, and most of
+# the catalogue released during the period rather than at its start).
+DRIFT_SPEC = {"recent_share": 0.6, "recent_days": 90, "catalog_at_start": 0.1}
 
 
 def synthetic_processed(n_reviews: int = 300_000, **spec: Any) -> Path:

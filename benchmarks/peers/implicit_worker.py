@@ -25,6 +25,7 @@ def build(args: argparse.Namespace) -> Any:
     # BPR would draw the same negatives each epoch.
     rng = np.random.default_rng(args.seed)
     common = {"factors": args.factors, "iterations": 1, "num_threads": args.threads}
+    common |= params_of(args.param)  # a grid point: learning_rate, regularization, alpha, ...
     if args.model == "bpr":
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
@@ -32,6 +33,10 @@ def build(args: argparse.Namespace) -> Any:
     from implicit.cpu.als import AlternatingLeastSquares
 
     return AlternatingLeastSquares(random_state=rng, **common)
+
+
+def params_of(pairs: list[str]) -> dict[str, float]:
+    return {key: float(value) for key, _, value in (p.partition("=") for p in pairs)}
 
 
 def rank(model: Any, users: np.ndarray, seen: Any, k: int) -> np.ndarray:
@@ -55,6 +60,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--topk", type=int, default=100)
+    parser.add_argument("--param", action="append", default=[], help="KEY=NUMBER for the model")
     args = parser.parse_args()
 
     start = time.perf_counter()

@@ -60,7 +60,9 @@ def write_atomic(data: Inputs, root: Path) -> Path:
     return root
 
 
-def recbole_config(args: argparse.Namespace, data_path: Path, pointwise: bool) -> dict[str, Any]:
+def recbole_config(
+    args: argparse.Namespace, data_path: Path, pointwise: bool, closed_form: bool = False
+) -> dict[str, Any]:
     # Pointwise models (NeuMF: BCE) get positives and their negatives as separate rows of one
     # batch: double it so that a step sees --batch-size positives, like a BPR batch of triplets.
     batch = args.batch_size * (2 if pointwise else 1)
@@ -89,6 +91,9 @@ def recbole_config(args: argparse.Namespace, data_path: Path, pointwise: bool) -
         "show_progress": False,
         "worker": 0,
         **({"eval_batch_size": args.eval_batch_size} if args.eval_batch_size else {}),
+        # A grid point (e.g. reg_weight for EASE); closed-form models fit once.
+        **{key: float(value) for key, _, value in (p.partition("=") for p in args.param)},
+        **({"epochs": 1} if closed_form else {}),
     }
 
 
@@ -148,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inputs", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--model", choices=["NeuMF", "BPR"], required=True)
+    parser.add_argument("--model", choices=["NeuMF", "BPR", "EASE"], required=True)
     parser.add_argument("--max-epochs", type=int, default=50)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -158,6 +163,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--topk", type=int, default=100)
     parser.add_argument("--cross-check", action="store_true", help="also RecBole's test eval")
+    parser.add_argument("--param", action="append", default=[], help="KEY=NUMBER config value")
     args = parser.parse_args()
     # RecBole's Config also reads `--key=value` from sys.argv: ours (--topk=100) would override
     # its settings.
@@ -167,7 +173,7 @@ def main() -> None:
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.trainer import Trainer
-    from recbole.utils import InputType, get_model, init_logger, init_seed
+    from recbole.utils import InputType, ModelType, get_model, init_logger, init_seed
 
     start = time.perf_counter()
     data = read_inputs(args.inputs)
@@ -177,7 +183,9 @@ def main() -> None:
     config = Config(
         model=args.model,
         dataset=DATASET,
-        config_dict=recbole_config(args, data_path, pointwise),
+        config_dict=recbole_config(
+            args, data_path, pointwise, closed_form=model_class.type == ModelType.TRADITIONAL
+        ),
     )
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)  # RecBole's log/ and log_tensorboard/ land in the cwd: the run dir
@@ -236,7 +244,8 @@ def main() -> None:
         cross_check_s = time.perf_counter() - t
 
     best_epoch = int(checkpoint["epoch"]) + 1
-    triplets = train_data._dataset.inter_num * config["train_neg_sample_args"]["sample_num"]
+    negatives = (config["train_neg_sample_args"] or {}).get("sample_num", 1)  # EASE: none
+    triplets = train_data._dataset.inter_num * (negatives if isinstance(negatives, int) else 1)
     write_result(
         args.out,
         {
@@ -244,6 +253,7 @@ def main() -> None:
                 "train_batch_size": config["train_batch_size"],
                 "eval_batch_size": config["eval_batch_size"],
                 "learning_rate": config["learning_rate"],
+                **{key: config[key] for key, _, _ in (p.partition("=") for p in args.param)},
                 "stopping_step": config["stopping_step"],
                 "pointwise": pointwise,
                 "n_parameters": sum(p.numel() for p in model.parameters()),

@@ -41,6 +41,9 @@ class DataConfig:
     eval_batch_size: int = 1024
     val_max_users: int | None = 4096
     seed: int = 0
+    # Draw train positives by recency: weight halves every this many days before the newest
+    # interaction (null: uniform, every interaction once per epoch).
+    recency_half_life_days: float | None = None
 
 
 class LrScaling(StrEnum):

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.data import sampling
-from recsys.data.sampling import BPRGroups, NegativeSampler
+from recsys.data.sampling import BPRGroups, NegativeSampler, recency_weights
 
 
 @st.composite
@@ -229,3 +229,39 @@ def test_len_is_known_before_iterating_on_every_rank():
 def test_bad_sizes_are_refused(kwargs):
     with pytest.raises(ValueError, match="at least 1"):
         dataset(**kwargs)
+
+
+# --- recency weighting -----------------------------------------------------------------------
+
+
+def test_recency_weights_halve_every_half_life():
+    day = 86_400_000
+    t = torch.tensor([100 * day, 90 * day, 80 * day, 100 * day - day // 2])
+    w = recency_weights(t, half_life_days=10)
+    torch.testing.assert_close(w, torch.tensor([1.0, 0.5, 0.25, 2**-0.05]))
+    with pytest.raises(ValueError, match="> 0 days"):
+        recency_weights(t, 0)
+
+
+def test_weighted_epochs_draw_positives_in_proportion_to_their_weight():
+    """Half the interactions weigh 3x the rest: over epochs they make 3/4 of the positives,
+    each epoch still has one positive per interaction, and a seed replays its draw."""
+    n = 400
+    users, items = torch.arange(n) // 20, torch.arange(n) % 20 + (torch.arange(n) // 20) % 2
+    weights = torch.where(torch.arange(n) < n // 2, 3.0, 1.0)
+    draws = Counter()
+    for epoch in range(20):
+        ds = BPRGroups(
+            users, items, NegativeSampler(users, items, 22), batch_size=64, num_negatives=1,
+            seed=1, epoch=lambda e=epoch: e, weights=weights,
+        )  # fmt: skip
+        batches = epoch_batches(ds)
+        assert sum(u.numel() for u, _ in batches) == n
+        if epoch == 0:
+            assert same(batches, epoch_batches(ds))
+        for u, rows in batches:
+            draws.update((u * 100 + rows[:, 0]).tolist())
+    heavy = sum(c for key, c in draws.items() if key // 100 < 10)  # users 0-9: rows 0-199
+    assert heavy / (20 * n) == pytest.approx(0.75, abs=0.02)
+    with pytest.raises(ValueError, match="positive, one per train interaction"):
+        BPRGroups(users, items, NegativeSampler(users, items, 22), 8, weights=torch.zeros(n))

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from recsys.data.evalsets import EvalBatches, EvalSet
 from recsys.data.processed import ProcessedData, load_processed
-from recsys.data.sampling import BPRGroups, NegativeSampler
+from recsys.data.sampling import BPRGroups, NegativeSampler, recency_weights
 from recsys.errors import RecsysError
 
 # Lightning warns about any IterableDataset with __len__ because worker processes could each
@@ -48,6 +48,7 @@ class RecsysDataModule(L.LightningDataModule):
         eval_batch_size: int = 1024,
         val_max_users: int | None = 4096,
         seed: int = 0,
+        recency_half_life_days: float | None = None,
         **preprocess_options: Any,  # the data group's recsys-preprocess settings; unused here
     ) -> None:
         super().__init__()
@@ -59,6 +60,12 @@ class RecsysDataModule(L.LightningDataModule):
             raise RecsysError("data.eval_batch_size and data.num_negatives must be >= 1")
         if val_max_users is not None and val_max_users < 1:
             raise RecsysError("data.val_max_users must be null (all users) or >= 1")
+        if recency_half_life_days is not None and not recency_half_life_days > 0:
+            raise RecsysError(
+                "data.recency_half_life_days must be null (no weighting) or > 0, got "
+                f"{recency_half_life_days}"
+            )
+        self.recency_half_life_days = recency_half_life_days
         self.processed_dir = str(processed_dir)
         self.batch_size = batch_size
         self.num_negatives = num_negatives
@@ -68,6 +75,7 @@ class RecsysDataModule(L.LightningDataModule):
         self.data: ProcessedData | None = None
         self.sampler: NegativeSampler | None = None
         self.train_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.train_weights: torch.Tensor | None = None
         self.val_set: EvalSet | None = None
         self.test_set: EvalSet | None = None
 
@@ -97,6 +105,11 @@ class RecsysDataModule(L.LightningDataModule):
             # Sampling and batching run where the model trains: no batch crosses the bus.
             device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
             self.train_pairs = (tr.users.to(device), tr.items.to(device))
+            self.train_weights = (
+                None
+                if self.recency_half_life_days is None
+                else recency_weights(tr.timestamps, self.recency_half_life_days).to(device)
+            )
             try:
                 self.sampler = NegativeSampler(*self.train_pairs, data.n_items)
             except ValueError as err:
@@ -136,6 +149,7 @@ class RecsysDataModule(L.LightningDataModule):
                 rank=rank,
                 world_size=world,
                 epoch=self._current_epoch,
+                weights=self.train_weights,
             )
         )
 

@@ -18,10 +18,12 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Interactions:
-    """One split as aligned int64 tensors (users, items); the split already encodes time."""
+    """One split as aligned int64 tensors (users, items, timestamps in ms); the split itself
+    already encodes time, timestamps weigh interactions within it (data.recency_half_life_days)."""
 
     users: torch.Tensor
     items: torch.Tensor
+    timestamps: torch.Tensor
 
     def __len__(self) -> int:
         return self.users.numel()
@@ -46,7 +48,7 @@ class ProcessedData:
 
 def _read_split(path: Path, n_users: int, n_items: int) -> Interactions:
     try:
-        df = pl.read_parquet(path, columns=["user_idx", "item_idx"])
+        df = pl.read_parquet(path, columns=["user_idx", "item_idx", "timestamp"])
     except FileNotFoundError as err:
         raise RecsysError("split file is missing; rerun recsys-preprocess", path=path) from err
     except Exception as err:  # polars raises several types for a damaged or foreign file
@@ -57,7 +59,8 @@ def _read_split(path: Path, n_users: int, n_items: int) -> Interactions:
         raise RecsysError(f"user_idx outside 0..{n_users - 1} of metadata.json", path=path)
     if items.numel() and (int(items.min()) < 0 or int(items.max()) >= n_items):
         raise RecsysError(f"item_idx outside 0..{n_items - 1} of metadata.json", path=path)
-    return Interactions(users, items)
+    timestamps = torch.from_numpy(df["timestamp"].to_numpy().astype(np.int64))
+    return Interactions(users, items, timestamps)
 
 
 def read_metadata(processed_dir: str | Path) -> dict[str, Any]:

@@ -64,6 +64,16 @@ class NegativeSampler:
         return int(free[pick])
 
 
+def recency_weights(timestamps: torch.Tensor, half_life_days: float) -> torch.Tensor:
+    """Weight of each train interaction: 1 for the newest, halving every `half_life_days`
+    before it. Under a global temporal split the test period follows train, so recent
+    behaviour predicts it best."""
+    if half_life_days <= 0:
+        raise ValueError(f"the half-life must be > 0 days, got {half_life_days}")
+    age_days = (timestamps.max() - timestamps).double() / 86_400_000.0
+    return torch.exp2(-age_days / half_life_days).float().clamp_min(1e-30)
+
+
 class BPRGroups(IterableDataset):
     """One epoch of BPR batches for one rank: users [P] and items [P, 1 + num_negatives]
     (int64), each row a train interaction's item followed by fresh uniform negatives.
@@ -87,10 +97,20 @@ class BPRGroups(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         epoch: Callable[[], int] = lambda: 0,
+        weights: torch.Tensor | None = None,
     ) -> None:
         if batch_size < 1 or num_negatives < 1:
             raise ValueError("batch_size and num_negatives must be at least 1")
         self.users, self.items = users.long(), items.long()
+        # Sampling weights of the train interactions (recency): an epoch then draws as many
+        # positives as there are interactions, with replacement, by weight (inverse CDF, which,
+        # unlike torch.multinomial, takes any number of interactions).
+        self.cdf = None
+        if weights is not None:
+            if weights.shape != self.users.shape or not bool((weights > 0).all()):
+                raise ValueError("weights must be positive, one per train interaction")
+            cdf = torch.cumsum(weights.double(), 0)
+            self.cdf = (cdf / cdf[-1]).to(self.users.device)
         self.sampler = sampler
         self.num_negatives = num_negatives
         self.rows_per_batch = max(1, batch_size // num_negatives)
@@ -110,7 +130,12 @@ class BPRGroups(IterableDataset):
     def _shard(self, epoch: int) -> torch.Tensor:
         device = self.users.device
         g = torch.Generator(device).manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(self.users.numel(), generator=g, device=device)
+        n = self.users.numel()
+        if self.cdf is None:
+            order = torch.randperm(n, generator=g, device=device)
+        else:
+            u = torch.rand(n, generator=g, device=device, dtype=torch.float64)
+            order = torch.searchsorted(self.cdf, u).clamp_(max=n - 1)
         per_rank = self.shard_rows()
         return order[self.rank * per_rank : (self.rank + 1) * per_rank]
 
