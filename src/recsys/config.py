@@ -37,7 +37,7 @@ class DataConfig:
     test_fraction: float = 0.1
     # An integer, or "auto" (sized to the data: RecsysDataModule.train_batch_size).
     batch_size: Any = "auto"
-    num_negatives: int = 4
+    num_negatives: int = 16
     eval_batch_size: int = 1024
     val_max_users: int | None = 4096
     seed: int = 0
@@ -55,7 +55,8 @@ class LrScaling(StrEnum):
 
 
 class Loss(StrEnum):
-    """The training objective over a positive and its negatives (`training/loss.py`)."""
+    """The training objective over a positive and its negatives (`training/loss.py`);
+    softmax is the default (README "Model defaults")."""
 
     bpr = "bpr"  # pairwise: -log sigmoid(s_ui - s_uj), averaged over the negatives
     softmax = "softmax"  # listwise: the positive against all its negatives at once
@@ -70,7 +71,7 @@ class ModuleConfig:
     optimizer: Any = None
     scheduler: Any = None
     l2_reg: float = 0.0
-    loss: Loss = Loss.bpr
+    loss: Loss = Loss.softmax
     ks: list[int] = field(default_factory=lambda: [10, 20])
     # optimizer.lr is the rate at lr_reference_batch; other batches scale it by this rule.
     lr_scaling: LrScaling = LrScaling.sqrt

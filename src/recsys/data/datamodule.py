@@ -44,7 +44,7 @@ class RecsysDataModule(L.LightningDataModule):
         self,
         processed_dir: str,
         batch_size: int | str = "auto",
-        num_negatives: int = 4,
+        num_negatives: int = 16,
         eval_batch_size: int = 1024,
         val_max_users: int | None = 4096,
         seed: int = 0,

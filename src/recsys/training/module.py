@@ -54,7 +54,7 @@ class RecommenderModule(L.LightningModule):
         lr_reference_batch: int = 1024,
         lr_scaling_max_batch: int | None = None,
         compile_step: bool = False,
-        loss: str = "bpr",
+        loss: str = "softmax",
     ) -> None:
         super().__init__()
         if lr_scaling not in LR_SCALING:
