@@ -111,8 +111,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from recsys.training.results import collect_metrics
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if not cfg.get("train", True) and not cfg.get("ckpt_path"):
+        raise RecsysError("train=false tests a trained model: give it ckpt_path=FILE")
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
+    if not module.net.trainable and _distributed(cfg.trainer):
+        raise RecsysError(
+            f"model {type(module.net).__name__} is fitted by a solver on one device, not by "
+            "distributed gradient steps: use trainer=cpu or trainer=gpu"
+        )
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"), cfg.get("ckpt_path"))
     overrides: dict[str, Any] = {}
@@ -138,6 +145,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             _track(cfg, loggers, trainer, datamodule, metrics, best)
         wait_for_children(trainer)
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "best": best}
+
+
+def _distributed(trainer_cfg: DictConfig) -> bool:
+    """A DDP strategy (by name or `_target_`): it wraps the module in DistributedDataParallel,
+    which refuses one without trainable parameters."""
+    strategy = trainer_cfg.get("strategy")
+    if isinstance(strategy, DictConfig):
+        strategy = strategy.get("_target_")
+    return "ddp" in str(strategy or "").lower()
 
 
 def _best_checkpoint(trainer: Any) -> str | None:
@@ -172,6 +188,8 @@ def resume_in_place(argv: list[str]) -> list[str]:
     restored checkpoint callback keeps its best-so-far (it forgets it in a new directory)."""
     ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")), None)
     if not ckpt or any(a.startswith(("hydra.run.dir=", "-m", "--multirun")) for a in argv):
+        return argv
+    if "train=false" in argv:  # testing a checkpoint: a run of its own, not the trained one's
         return argv
     path = Path(ckpt).resolve()
     if path.parent.name == "checkpoints" and path.is_file():

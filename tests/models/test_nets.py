@@ -637,3 +637,19 @@ def test_ials_conjugate_gradient_solves_the_normal_equations():
         a = y.T @ (c[:, None] * y) + 0.7 * torch.eye(d, dtype=torch.float64)
         want = torch.linalg.solve(a, y.T @ (c * p))
         torch.testing.assert_close(got[u], want, rtol=1e-8, atol=1e-10)
+
+
+def test_ease_loads_a_solved_state_into_a_net_built_from_the_config():
+    """Testing or resuming from a checkpoint builds EASE from the config (no history yet)."""
+    solved = make("ease", torch.float32)
+    fresh = EASE(N_USERS, N_ITEMS, l2_reg=2.0)
+    fresh.load_state_dict(solved.state_dict())
+    assert fresh.n_history == solved.n_history > 0
+    torch.testing.assert_close(fresh.score_items(ALL_USERS), solved.score_items(ALL_USERS))
+
+
+def test_ease_pair_scores_cost_the_history_not_the_catalogue():
+    net = make("ease", torch.float64)
+    users, items = torch.randint(N_USERS, (500,)), torch.randint(N_ITEMS, (500,))
+    full = net.score_items(torch.arange(N_USERS))
+    torch.testing.assert_close(net.score(users, items), full[users, items])

@@ -216,3 +216,43 @@ def test_compiled_step_trains_like_the_eager_one(small_processed, tmp_path):
         assert (module.step_fn() != module.loss_terms) is compiled  # really compiled, or not
         runs[compiled] = metrics["val/ndcg@10"]
     assert runs[True] == pytest.approx(runs[False], abs=2e-3)
+
+
+def test_recency_weighted_positives_train_through_the_config(small_processed, tmp_path):
+    cfg = train_config(small_processed, tmp_path, "model=mf", "data.recency_half_life_days=90")
+    metrics, objects = train(cfg)
+    weights = objects["datamodule"].train_weights
+    assert weights is not None and float(weights.max()) == 1.0 and float(weights.min()) > 0
+    assert 0 < metrics["test/ndcg@10"] <= 1
+
+
+def test_a_bad_recency_half_life_is_a_user_error(small_processed, tmp_path):
+    from recsys.errors import RecsysError
+
+    with pytest.raises(RecsysError, match="recency_half_life_days"):
+        train(train_config(small_processed, tmp_path, "data.recency_half_life_days=-3"))
+
+
+def test_a_solved_checkpoint_is_tested_without_training(small_processed, tmp_path):
+    """train=false ckpt_path=...: the EASE checkpoint's history loads into a net built from
+    the config, and the test metrics equal the training run's."""
+    trained, _ = train(train_config(small_processed, tmp_path / "fit", "model=ease"))
+    best = tmp_path / "fit" / "checkpoints" / "best.ckpt"
+    cfg = train_config(small_processed, tmp_path / "test", "model=ease", "train=false",
+                       f"ckpt_path={best}")  # fmt: skip
+    tested, _ = train(cfg)
+    assert tested["test/ndcg@10"] == pytest.approx(trained["test/ndcg@10"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train=false"], "give it ckpt_path"),
+        (["model=ials", "trainer=ddp_cpu"], "fitted by a solver on one device"),
+    ],
+)
+def test_runs_that_cannot_work_are_refused_up_front(overrides, message, small_processed, tmp_path):
+    from recsys.errors import RecsysError
+
+    with pytest.raises(RecsysError, match=message):
+        train(train_config(small_processed, tmp_path, *overrides))

@@ -94,22 +94,23 @@ class RecsysOptunaSweeper(Sweeper):
             overrides = impl._configure_trials([trial], space, fixed)[0]
             current = ActiveTrial(trial, deadline)
             set_active_trial(current)
-            try:
-                ret = impl.launcher.launch([overrides], initial_job_idx=impl.job_idx)[0]
-            finally:
-                set_active_trial(None)
-            impl.job_idx += 1
-            trial.set_user_attr("output_dir", ret.hydra_cfg.hydra.runtime.output_dir)
             trial.set_user_attr("overrides", list(overrides))
             try:
+                ret = impl.launcher.launch([overrides], initial_job_idx=impl.job_idx)[0]
+                trial.set_user_attr("output_dir", ret.hydra_cfg.hydra.runtime.output_dir)
                 value = float(ret.return_value)
-            except Exception as err:  # the job failed (its error is in its log)
+            # A failed job (its error is in its log); SystemExit: recsys' user errors, which
+            # end the process in a plain run, fail only this trial here.
+            except (Exception, SystemExit) as err:
                 failures += 1
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 log.warning("trial %d failed: %s", trial.number, err)
                 if failures > impl.max_failure_rate * impl.n_trials:
                     raise
                 continue
+            finally:
+                set_active_trial(None)
+                impl.job_idx += 1
             if current.pruned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 log.info("trial %d pruned at %.6f", trial.number, value)

@@ -13,11 +13,12 @@ import warnings
 import torch
 
 from recsys.models.base import Recommender
-from recsys.models.solvers import history_csr, history_rows
+from recsys.models.solvers import history_csr, history_positions, history_rows
 
-# Float32 n_items x n_items matrices alive at once while solving: the Gram matrix, its
-# inverse (Cholesky works in place of a copy) and the weights B.
-MATRICES_WHILE_SOLVING = 3
+# Float32 n_items x n_items matrices alive at once while solving (the weights are released
+# first): the sparse product X^T X (up to one matrix's worth on dense data), the dense Gram
+# matrix, its Cholesky factor and the inverse. A solved net needs one: its weights.
+MATRICES_WHILE_SOLVING = 4
 
 
 def available_memory(device: torch.device) -> int:
@@ -34,6 +35,19 @@ def available_memory(device: torch.device) -> int:
     return 1 << 62  # unknown (not Linux): let the allocator decide
 
 
+def check_memory(n_items: int, device: torch.device, matrices: int) -> None:
+    """Refuse, before allocating, `matrices` float32 item x item matrices that do not fit."""
+    need = matrices * 4 * n_items * n_items
+    free = available_memory(device)
+    if need > free:
+        raise MemoryError(
+            f"EASE needs about {need / 2**30:.1f} GiB for {n_items:,} items ({matrices} "
+            f"float32 item x item matrices), more than the {free / 2**30:.1f} GiB available "
+            f"on {device}: use model=ials (linear in the catalogue) or shrink the catalogue "
+            "(a higher data.min_interactions)"
+        )
+
+
 class EASE(Recommender):
     trainable = False  # solved in closed form (`solve`), not by gradient steps
     single_solve = True
@@ -42,15 +56,8 @@ class EASE(Recommender):
         self, n_users: int, n_items: int, l2_reg: float = 200.0, n_history: int = 0
     ) -> None:
         super().__init__(n_users, n_items)
-        need = MATRICES_WHILE_SOLVING * 4 * n_items * n_items
-        free = available_memory(torch.device("cpu"))
-        if need > free:
-            raise MemoryError(
-                f"EASE needs about {need / 2**30:.1f} GiB for {n_items:,} items "
-                f"({MATRICES_WHILE_SOLVING} float32 item x item matrices), more than the "
-                f"{free / 2**30:.1f} GiB available: use model=ials (linear in the catalogue) or "
-                "shrink the catalogue (a higher data.min_interactions)"
-            )
+        # A fresh net will be solved here; one with a history was solved already (loading).
+        check_memory(n_items, torch.device("cpu"), MATRICES_WHILE_SOLVING if not n_history else 1)
         if l2_reg <= 0:
             raise ValueError(f"EASE's l2_reg must be > 0, got {l2_reg}")
         self.l2_reg = float(l2_reg)
@@ -63,24 +70,29 @@ class EASE(Recommender):
     @torch.no_grad()
     def solve(self, users: torch.Tensor, items: torch.Tensor) -> None:
         """Fit B on the train interactions (duplicates count once) and keep the histories."""
+        device, dtype = self.weights.device, self.weights.dtype
+        self.weights = self.weights.new_empty(0)  # released while the solve needs the room
+        check_memory(self.n_items, users.device, MATRICES_WHILE_SOLVING)
         indptr, indices = history_csr(users, items, self.n_users)
-        gram = self._gram(indptr, indices)
+        gram = self._gram(indptr, indices, dtype)
         gram.diagonal().add_(self.l2_reg)
         # P = G^-1 through Cholesky (G + lambda I is symmetric positive definite).
-        p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+        factor = torch.linalg.cholesky(gram)
         del gram
+        p = torch.cholesky_inverse(factor)
+        del factor
         weights = p.div_(-p.diagonal().clone())  # B_ij = -P_ij / P_jj
         weights.diagonal().zero_()
-        self.weights = weights.to(self.weights.device)
+        self.weights = weights.to(device)
         self.indptr = indptr.to(self.weights.device)
         self.indices = indices.to(self.weights.device)
         self.n_history = int(indices.numel())
 
-    def _gram(self, indptr: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def _gram(self, indptr: torch.Tensor, indices: torch.Tensor, dtype) -> torch.Tensor:
         """X^T X from the sparse X (cost: the co-occurring pairs, not users x items^2)."""
         if indices.numel() == 0:
-            return torch.zeros(self.n_items, self.n_items, dtype=self.weights.dtype)
-        values = torch.ones(indices.numel(), dtype=self.weights.dtype, device=indices.device)
+            return torch.zeros(self.n_items, self.n_items, dtype=dtype, device=indices.device)
+        values = torch.ones(indices.numel(), dtype=dtype, device=indices.device)
         with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul is covered
             warnings.simplefilter("ignore", UserWarning)
             x = torch.sparse_csr_tensor(
@@ -94,13 +106,28 @@ class EASE(Recommender):
         )
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return (self._history(users) * self.weights[:, items].T).sum(-1)
+        # s(u, i) = sum of B[j, i] over u's history j: the cost follows the histories, not
+        # pairs x catalogue (the sampled protocol scores 100k pairs at once).
+        row, pos = history_positions(self.indptr, users.long())
+        parts = self.weights[self.indices[pos], items.long()[row]]
+        return torch.zeros(users.numel(), dtype=self.weights.dtype, device=parts.device).index_add_(
+            0, row, parts
+        )
 
     def score_items(
         self, users: torch.Tensor, start: int = 0, stop: int | None = None
     ) -> torch.Tensor:
         stop = self.n_items if stop is None else stop
         return self._history(users) @ self.weights[:, start:stop]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # The history's length is the data's: take it from the checkpoint (a net built from
+        # the config, e.g. to test a checkpoint or resume, starts with none).
+        indices = state_dict.get(prefix + "indices")
+        if indices is not None and indices.shape != self.indices.shape:
+            self.indices = self.indices.new_empty(indices.shape)
+            self.n_history = int(indices.numel())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def item_embeddings(self) -> torch.Tensor:
         # Row i: how much item i raises the score of every item; similar items act alike.

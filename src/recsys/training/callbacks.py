@@ -41,16 +41,17 @@ class OptunaPruning(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from recsys.training.tuning import active_trial
 
-        current = active_trial()
-        if current is None or trainer.sanity_checking or trainer.state.fn != "fit":
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
+        current, stop = active_trial(), False
         value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
-        current.trial.report(float(value), step=trainer.current_epoch)
-        if current.trial.should_prune():
-            current.pruned = True
-            trainer.should_stop = True
-        elif current.time_is_up():
-            current.out_of_budget = True
+        if current is not None and value is not None:
+            current.trial.report(float(value), step=trainer.current_epoch)
+            if current.trial.should_prune():
+                current.pruned = stop = True
+            elif current.time_is_up():
+                current.out_of_budget = stop = True
+        # Only the sweeper's process holds the trial: under DDP the other ranks learn the
+        # decision here (Lightning does not sync should_stop; EarlyStopping does the same).
+        if trainer.strategy.reduce_boolean_decision(stop, all=False):
             trainer.should_stop = True

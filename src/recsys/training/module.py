@@ -93,9 +93,9 @@ class RecommenderModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         users, items = batch  # items [P, 1 + K]: a positive and its negatives per row
-        self._epoch_samples += triplets(items)
         if not self.net.trainable:
-            return None
+            return None  # the epoch's work was the solve (on_train_epoch_start)
+        self._epoch_samples += triplets(items)
         loss, reg = self.step_fn()(users, items)
         # Summed on the device and logged once per epoch: a per-step self.log would copy the
         # loss to the host (a device sync) on every step.
@@ -123,7 +123,10 @@ class RecommenderModule(L.LightningModule):
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_steps = 0
         if not self.net.trainable:  # closed form or one solver sweep on the train pairs
-            self.net.solve(*self.trainer.datamodule.train_pairs)
+            pairs = self.trainer.datamodule.train_pairs
+            self.net.solve(*pairs)
+            # Throughput of a solved net: train interactions swept per second.
+            self._epoch_samples = int(pairs[0].numel())
 
     def on_train_epoch_end(self) -> None:
         # Up to the last optimizer step: validation runs inside the epoch, before this hook.
