@@ -144,6 +144,11 @@ def main() -> None:
         "eval": lambda: evaluate(state["processed"], ckpt, work / "eval", args.device),
         "serve": lambda: serve(state["processed"], ckpt, work / "bundle", args.device),
         "throughput": lambda: throughput(state["processed"], single),
+        # The solved baselines on the device: EASE's Cholesky solve, iALS's CG sweeps.
+        "train_ease": lambda: train(state["processed"], work / "ease", 1, single, "model=ease"),
+        "train_ials": lambda: train(
+            state["processed"], work / "ials", args.epochs, single, "model=ials"
+        ),
     }
     for name, step in steps.items():
         start = time.perf_counter()

@@ -92,13 +92,17 @@ class EASE(Recommender):
         """X^T X from the sparse X (cost: the co-occurring pairs, not users x items^2)."""
         if indices.numel() == 0:
             return torch.zeros(self.n_items, self.n_items, dtype=dtype, device=indices.device)
-        values = torch.ones(indices.numel(), dtype=dtype, device=indices.device)
+        # On the host: CPU kernels cover the sparse CSR product on every torch build (the
+        # Cholesky solve then runs where the net lives).
+        device = indices.device
+        indptr, indices = indptr.cpu(), indices.cpu()
+        values = torch.ones(indices.numel(), dtype=dtype)
         with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul is covered
             warnings.simplefilter("ignore", UserWarning)
             x = torch.sparse_csr_tensor(
                 indptr, indices, values, size=(self.n_users, self.n_items), check_invariants=True
             )
-            return (x.t() @ x).to_dense()
+            return (x.t() @ x).to_dense().to(device)
 
     def _history(self, users: torch.Tensor) -> torch.Tensor:
         return history_rows(self.indptr, self.indices, users.long(), self.n_items).to(
