@@ -99,6 +99,10 @@ def test_budgeted_search_registers_only_the_tested_best_trial(tiny_processed, in
     n_trials = sum(results["trials"].values())
     assert 2 <= n_trials < 200 and results["seconds"] <= budget + 30
     assert elapsed < budget + 120  # start-up, the last epoch and the final test job
+    first = yaml.safe_load((in_tmp / "sweep" / "0" / ".hydra" / "overrides.yaml").read_text())
+    assert {"model.loss=softmax", "data.num_negatives=16", "model.net.embedding_dim=64"} <= set(
+        first
+    )  # trial 0 runs the shipped defaults
     best_dir = results["best_output_dir"]
     final = json.loads((in_tmp / "sweep" / str(n_trials) / "metrics.json").read_text())
     assert final["val/ndcg@10"] == pytest.approx(results["best_value"], abs=1e-6)

@@ -26,6 +26,8 @@ class RecsysOptunaSweeperConf(OptunaSweeperConf):
             "n_warmup_steps": 2,
         }
     )
+    # Trial 0 runs the config's own values of the searched keys (the shipped defaults).
+    enqueue_defaults: bool = True
     # Overrides for one last job on the best trial's checkpoint: test it and register it.
     final_job: List[str] = field(  # noqa: UP006
         default_factory=lambda: ["train=false", "test=true", "register=true"]

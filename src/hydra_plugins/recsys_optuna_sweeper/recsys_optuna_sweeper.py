@@ -41,6 +41,7 @@ class RecsysOptunaSweeper(Sweeper):
         timeout: float | None = None,
         pruner: Any = None,
         final_job: list[str] | None = None,
+        enqueue_defaults: bool = True,
     ) -> None:
         from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 
@@ -54,6 +55,7 @@ class RecsysOptunaSweeper(Sweeper):
         self.timeout = timeout
         self.pruner = pruner
         self.final_job = list(final_job or [])
+        self.enqueue_defaults = enqueue_defaults
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -83,6 +85,8 @@ class RecsysOptunaSweeper(Sweeper):
             study_name=impl.study_name, storage=impl.storage, sampler=impl.sampler,
             pruner=pruner, direction=directions[0], load_if_exists=True,
         )  # fmt: skip
+        if self.enqueue_defaults and not study.trials:
+            self._enqueue_config_values(study, space)
         start = time.monotonic()
         deadline = None if self.timeout is None else start + float(self.timeout)
         failures = 0
@@ -119,6 +123,25 @@ class RecsysOptunaSweeper(Sweeper):
                 note = " (stopped by the time budget)" if current.out_of_budget else ""
                 log.info("trial %d: %.6f%s", trial.number, value, note)
         self._finish(study, time.monotonic() - start)
+
+    def _enqueue_config_values(self, study: Any, space: dict[str, Any]) -> None:
+        """Trial 0 runs the composed config's own values (the shipped defaults): the search
+        starts from them and can only select something better on val."""
+        config = self.impl.config
+        values = {}
+        for name, distribution in space.items():
+            value = OmegaConf.select(config, name, default=None)
+            if value is None:
+                return  # a key without a value in the config: nothing sensible to enqueue
+            value = getattr(value, "value", value)  # an enum (model.loss) -> its string
+            try:
+                if not distribution._contains(distribution.to_internal_repr(value)):
+                    return
+            except (ValueError, TypeError):
+                return
+            values[name] = value
+        study.enqueue_trial(values)
+        log.info("trial 0 runs the configured values: %s", values)
 
     def _finish(self, study: Any, seconds: float) -> None:
         """Print the best trial, write optimization_results.yaml, test and register it."""
