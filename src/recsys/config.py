@@ -44,6 +44,8 @@ class DataConfig:
     # Draw train positives by recency: weight halves every this many days before the newest
     # interaction (null: uniform, every interaction once per epoch).
     recency_half_life_days: float | None = None
+    # Draw negatives in proportion to train count ** this (0: uniform; 1: as positives occur).
+    negative_popularity_exponent: float = 0.0
 
 
 class LrScaling(StrEnum):

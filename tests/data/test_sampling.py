@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.data import sampling
-from recsys.data.sampling import BPRGroups, NegativeSampler, recency_weights
+from recsys.data.sampling import (
+    BPRGroups,
+    NegativeSampler,
+    popularity_weights,
+    recency_weights,
+)
 
 
 @st.composite
@@ -265,3 +270,45 @@ def test_weighted_epochs_draw_positives_in_proportion_to_their_weight():
     assert heavy / (20 * n) == pytest.approx(0.75, abs=0.02)
     with pytest.raises(ValueError, match="positive, one per train interaction"):
         BPRGroups(users, items, NegativeSampler(users, items, 22), 8, weights=torch.zeros(n))
+
+
+def test_popularity_negatives_follow_the_weights_among_unseen_items():
+    """Draws are proportional to count ** exponent over the items the user has not seen
+    (the rejected mass spreads over the rest in proportion), and never a positive."""
+    n_items = 6
+    # Item i occurs (i + 1) ** 2 times in train, each time by a new user; user 0 saw item 5.
+    items = torch.tensor([5] + [i for i in range(n_items) for _ in range((i + 1) ** 2)])
+    users = torch.arange(items.numel())
+    weights = popularity_weights(items, n_items, 0.5)
+    counts = torch.bincount(items, minlength=n_items).double()
+    torch.testing.assert_close(weights, counts.sqrt())
+    sampler = NegativeSampler(users, items, n_items, weights)
+    draws = sampler.sample(torch.zeros(200_000, dtype=torch.long), torch.Generator().manual_seed(0))
+    assert not bool((draws == 5).any())
+    freq = torch.bincount(draws, minlength=n_items).double() / draws.numel()
+    want = weights.clone()
+    want[5] = 0
+    torch.testing.assert_close(freq, want / want.sum(), atol=4e-3, rtol=0)
+    q = weights / weights.sum()
+    torch.testing.assert_close(sampler.log_q_ratio, torch.log(q * n_items).float())
+
+
+def test_popularity_sampler_exact_fallback_respects_weights():
+    """A user who saw all but two items gets them in proportion to their weights."""
+    n_items = 5
+    users = torch.zeros(3, dtype=torch.long)
+    items = torch.tensor([0, 1, 2])
+    weights = torch.tensor([1.0, 1.0, 1.0, 1.0, 3.0])
+    sampler = NegativeSampler(users, items, n_items, weights)
+    g = torch.Generator().manual_seed(1)
+    with mock.patch.object(sampling, "MAX_REJECTION_ROUNDS", 0):
+        draws = sampler.sample(torch.zeros(4000, dtype=torch.long), g)
+    assert set(draws.tolist()) == {3, 4}
+    assert 0.70 < float((draws == 4).double().mean()) < 0.80
+
+
+def test_popularity_weights_refuse_bad_input():
+    with pytest.raises(ValueError, match="exponent"):
+        popularity_weights(torch.tensor([0, 1]), 2, -1.0)
+    with pytest.raises(ValueError, match="item weights"):
+        NegativeSampler(torch.tensor([0]), torch.tensor([0]), 3, torch.ones(2))

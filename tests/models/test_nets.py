@@ -565,6 +565,25 @@ def test_softmax_loss_is_cross_entropy_of_the_positive_against_its_negatives():
     torch.testing.assert_close(reg, bpr_reg)  # the same L2 term per triplet
 
 
+def test_softmax_log_q_correction_shifts_only_the_negatives():
+    """With popularity draws each negative's logit drops by log(n q(j)): the loss is the cross
+    entropy of the corrected logits; a zero correction is the uniform loss."""
+    net = make("mf")
+    g = torch.Generator().manual_seed(5)
+    users = torch.randint(N_USERS, (7,), generator=g)
+    items = torch.randint(N_ITEMS, (7, 5), generator=g)
+    log_q = torch.randn(7, 4, generator=g)
+    with torch.no_grad():
+        loss, _ = softmax_loss(net, users, items, log_q)
+        uniform, _ = softmax_loss(net, users, items)
+        zero, _ = softmax_loss(net, users, items, torch.zeros(7, 4))
+        scores = net.score(users.repeat_interleave(5), items.flatten()).view(7, 5)
+    corrected = torch.cat([scores[:, :1], scores[:, 1:] - log_q], 1)
+    want = -(corrected[:, 0].exp() / corrected.exp().sum(1)).log().mean()
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(zero, uniform)
+
+
 # --- EASE and iALS ---------------------------------------------------------------------------
 
 

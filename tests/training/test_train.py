@@ -85,6 +85,27 @@ def test_softmax_loss_trains_through_the_config(small_processed, tmp_path):
     assert mf["val/ndcg@10"] > pop["val/ndcg@10"]
 
 
+def test_popularity_negatives_train_through_the_config(small_processed, tmp_path):
+    """`data.negative_popularity_exponent` reaches the sampler, the module gets its log-Q
+    table, and the model still learns more than popularity; a negative exponent is refused."""
+    from recsys.errors import RecsysError
+
+    pop, _ = train(train_config(small_processed, tmp_path / "pop", "model=pop"))
+    cfg = train_config(
+        small_processed, tmp_path / "mf", "model=mf", "data.negative_popularity_exponent=0.75",
+        "trainer.max_epochs=8",
+    )  # fmt: skip
+    mf, objects = train(cfg)
+    log_q = objects["module"].negative_log_q
+    assert log_q is not None and log_q.shape == (objects["datamodule"].n_items,)
+    assert float(log_q.std()) > 0  # really popularity-shaped, not uniform
+    assert mf["val/ndcg@10"] > pop["val/ndcg@10"]
+    with pytest.raises(RecsysError, match="negative_popularity_exponent"):
+        train(
+            train_config(small_processed, tmp_path / "bad", "data.negative_popularity_exponent=-1")
+        )
+
+
 def test_best_epoch_is_selected(small_processed, tmp_path):
     cfg = train_config(small_processed, tmp_path, "model=mf", "trainer.max_epochs=3")
     metrics, objects = train(cfg)

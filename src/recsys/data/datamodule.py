@@ -12,7 +12,12 @@ from torch.utils.data import DataLoader
 
 from recsys.data.evalsets import EvalBatches, EvalSet
 from recsys.data.processed import ProcessedData, load_processed
-from recsys.data.sampling import BPRGroups, NegativeSampler, recency_weights
+from recsys.data.sampling import (
+    BPRGroups,
+    NegativeSampler,
+    popularity_weights,
+    recency_weights,
+)
 from recsys.errors import RecsysError
 
 # Lightning warns about any IterableDataset with __len__ because worker processes could each
@@ -49,6 +54,7 @@ class RecsysDataModule(L.LightningDataModule):
         val_max_users: int | None = 4096,
         seed: int = 0,
         recency_half_life_days: float | None = None,
+        negative_popularity_exponent: float = 0.0,
         **preprocess_options: Any,  # the data group's recsys-preprocess settings; unused here
     ) -> None:
         super().__init__()
@@ -65,7 +71,13 @@ class RecsysDataModule(L.LightningDataModule):
                 "data.recency_half_life_days must be null (no weighting) or > 0, got "
                 f"{recency_half_life_days}"
             )
+        if not negative_popularity_exponent >= 0:
+            raise RecsysError(
+                "data.negative_popularity_exponent must be >= 0 (0: uniform negatives), got "
+                f"{negative_popularity_exponent}"
+            )
         self.recency_half_life_days = recency_half_life_days
+        self.negative_popularity_exponent = float(negative_popularity_exponent)
         self.processed_dir = str(processed_dir)
         self.batch_size = batch_size
         self.num_negatives = num_negatives
@@ -110,8 +122,13 @@ class RecsysDataModule(L.LightningDataModule):
                 if self.recency_half_life_days is None
                 else recency_weights(tr.timestamps, self.recency_half_life_days).to(device)
             )
+            item_weights = (
+                popularity_weights(tr.items, data.n_items, self.negative_popularity_exponent)
+                if self.negative_popularity_exponent > 0
+                else None
+            )
             try:
-                self.sampler = NegativeSampler(*self.train_pairs, data.n_items)
+                self.sampler = NegativeSampler(*self.train_pairs, data.n_items, item_weights)
             except ValueError as err:
                 raise RecsysError(str(err), path=data.path / "train.parquet") from err
         if stage in (None, "fit", "validate") and self.val_set is None:

@@ -1,7 +1,8 @@
 """Vectorized BPR batches: users and rows of (positive, negatives) as tensor slices.
 
-Negatives are drawn uniformly from the items a user has not interacted with in train, by
-vectorized rejection: draw for everyone, redraw only the rejected, until none are left.
+Negatives are drawn from the items a user has not interacted with in train, uniformly or by
+train popularity (`popularity_weights`), by vectorized rejection: draw for everyone, redraw
+only the rejected, until none are left.
 Everything runs on the device the interactions live on: on a GPU, batches never cross the bus.
 """
 
@@ -19,11 +20,39 @@ MAX_REJECTION_ROUNDS = 32
 CHUNK_TRIPLETS = 1 << 20
 
 
-class NegativeSampler:
-    """Membership of (user, item) in train via a sorted key array (searchsorted, no hashing)."""
+def popularity_weights(items: torch.Tensor, n_items: int, exponent: float) -> torch.Tensor:
+    """Each item's train count to the power `exponent` (counts below 1 count as 1, so every
+    item can be drawn): 0 is uniform, 1 the distribution of positives (what in-batch negatives
+    draw from), 0.75 word2vec's choice in between."""
+    if exponent < 0:
+        raise ValueError(f"the popularity exponent must be >= 0, got {exponent}")
+    counts = torch.bincount(items.long(), minlength=n_items).double().clamp_min(1.0)
+    return counts.pow(exponent)
 
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, n_items: int) -> None:
+
+class NegativeSampler:
+    """Membership of (user, item) in train via a sorted key array (searchsorted, no hashing).
+
+    `weights` (one per item; uniform when None) makes draws proportional to them;
+    `log_q_ratio` is then log(n_items * q(item)), the correction sampled softmax needs."""
+
+    def __init__(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        n_items: int,
+        weights: torch.Tensor | None = None,
+    ) -> None:
         self.n_items = int(n_items)
+        self.cdf = self.log_q_ratio = None
+        if weights is not None:
+            if weights.shape != (self.n_items,) or not bool((weights > 0).all()):
+                raise ValueError("item weights must be positive, one per item")
+            q = weights.double() / weights.double().sum()
+            # Inverse-CDF draws: unlike torch.multinomial, any catalogue size, and a stream
+            # that a torch.Generator reproduces on CPU and GPU alike.
+            self.cdf = torch.cumsum(q, 0).to(users.device)
+            self.log_q_ratio = torch.log(q * self.n_items).float().to(users.device)
         self.keys = torch.unique(users.long() * self.n_items + items.long())  # sorted
         degree = torch.bincount(self.keys // self.n_items)  # distinct items: rows may repeat
         if degree.numel() and int(degree.max()) >= self.n_items:
@@ -38,15 +67,21 @@ class NegativeSampler:
         pos = torch.searchsorted(self.keys, keys).clamp_(max=max(0, self.keys.numel() - 1))
         return self.keys[pos] == keys if self.keys.numel() else torch.zeros_like(keys, dtype=bool)
 
+    def _draw(self, shape: torch.Size, generator: torch.Generator, device) -> torch.Tensor:
+        if self.cdf is None:
+            return torch.randint(self.n_items, shape, generator=generator, device=device)
+        u = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+        return torch.searchsorted(self.cdf, u).clamp_(max=self.n_items - 1)
+
     def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One uniform negative per entry of `users`."""
+        """One negative per entry of `users` (uniform, or by the sampler's weights)."""
         device = users.device
-        items = torch.randint(self.n_items, users.shape, generator=generator, device=device)
+        items = self._draw(users.shape, generator, device)
         todo = torch.nonzero(self.is_positive(users, items)).squeeze(1)
         for _ in range(MAX_REJECTION_ROUNDS):
             if todo.numel() == 0:
                 return items
-            redraw = torch.randint(self.n_items, todo.shape, generator=generator, device=device)
+            redraw = self._draw(todo.shape, generator, device)
             items[todo] = redraw
             todo = todo[self.is_positive(users[todo], redraw)]
         for idx in todo.tolist():  # a handful of users who saw most of the catalogue
@@ -60,6 +95,9 @@ class NegativeSampler:
         seen = torch.zeros(self.n_items, dtype=torch.bool, device=keys.device)
         seen[keys[lo:hi] - user * self.n_items] = True
         free = torch.nonzero(~seen).squeeze(1)
+        if self.cdf is not None:  # by weight among the free items (q from the CDF's steps)
+            q = torch.diff(self.cdf, prepend=self.cdf.new_zeros(1))[free]
+            return int(free[torch.multinomial(q.float(), 1, generator=generator)])
         pick = torch.randint(free.numel(), (1,), generator=generator, device=keys.device)
         return int(free[pick])
 
@@ -76,7 +114,7 @@ def recency_weights(timestamps: torch.Tensor, half_life_days: float) -> torch.Te
 
 class BPRGroups(IterableDataset):
     """One epoch of BPR batches for one rank: users [P] and items [P, 1 + num_negatives]
-    (int64), each row a train interaction's item followed by fresh uniform negatives.
+    (int64), each row a train interaction's item followed by fresh negatives from `sampler`.
 
     A row holds `num_negatives` BPR triplets (u, i, j) that share u and i, so the net computes
     the user's and the positive's side once per row instead of once per triplet.

@@ -1,7 +1,10 @@
 """The training objectives over grouped negatives, in one place: the LightningModule's step and
 the benchmarks' bare loops call the same functions, so they do the same work.
 
-A batch is users [P] and items [P, 1 + K]: each row's positive i, then K uniform negatives j.
+A batch is users [P] and items [P, 1 + K]: each row's positive i, then K negatives j, drawn
+uniformly or by popularity (`data.negative_popularity_exponent`). For popularity draws,
+`neg_log_q` [P, K] is log(n_items * q(j)) of each negative: the sampled softmax subtracts it
+(the log-Q correction), and it is zero for uniform draws, so uniform needs none.
 """
 
 from __future__ import annotations
@@ -24,26 +27,42 @@ def _l2_per_triplet(out: TrainScores) -> torch.Tensor:
     return sq / (out.scores.shape[0] * k)
 
 
-def bpr_loss(net: Recommender, users: torch.Tensor, items: torch.Tensor) -> LossTerms:
+def bpr_loss(
+    net: Recommender,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    neg_log_q: torch.Tensor | None = None,
+) -> LossTerms:
     """BPR (Rendle et al. 2009): mean -log sigmoid(s(u, i) - s(u, j)) over the triplets, and
-    the L2 term per triplet."""
+    the L2 term per triplet. Popularity-drawn negatives are used as drawn (harder negatives,
+    the usual BPR variant); `neg_log_q` is accepted for a common signature and not used."""
     out = net.train_scores(users, items)
     diff = out.scores[:, :1] - out.scores[:, 1:]  # [P, K]
     return F.softplus(-diff).mean(), _l2_per_triplet(out)  # softplus(-x) = -log sigmoid(x)
 
 
-def softmax_loss(net: Recommender, users: torch.Tensor, items: torch.Tensor) -> LossTerms:
-    """Sampled softmax: mean -log(exp s(u, i) / (exp s(u, i) + sum_j exp s(u, j))) over the
+def softmax_loss(
+    net: Recommender,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    neg_log_q: torch.Tensor | None = None,
+) -> LossTerms:
+    """Sampled softmax: mean -log(exp s(u, i) / (exp s(u, i) + sum_j exp s'(u, j))) over the
     rows, so each positive is pushed above its K negatives jointly (the hardest ones weigh
-    most), and the same L2 term. Negatives are uniform, so the log-Q correction of sampled
-    softmax is the same constant for every item and drops out."""
+    most), and the same L2 term. s'(u, j) = s(u, j) - log(n_items q(j)): the log-Q correction
+    (Bengio & Senecal 2008; Yi et al. 2019) that keeps popularity-drawn negatives an estimate
+    of the full softmax instead of a penalty on popular items; zero for uniform draws."""
     out = net.train_scores(users, items)
-    target = torch.zeros(out.scores.shape[0], dtype=torch.long, device=out.scores.device)
-    return F.cross_entropy(out.scores, target), _l2_per_triplet(out)
+    scores = out.scores
+    if neg_log_q is not None:
+        scores = torch.cat([scores[:, :1], scores[:, 1:] - neg_log_q], dim=1)
+    target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    return F.cross_entropy(scores, target), _l2_per_triplet(out)
 
 
 # `model.loss` -> its function.
-LOSSES: dict[str, Callable[[Recommender, torch.Tensor, torch.Tensor], LossTerms]] = {
+LossFn = Callable[[Recommender, torch.Tensor, torch.Tensor, torch.Tensor | None], LossTerms]
+LOSSES: dict[str, LossFn] = {
     "bpr": bpr_loss,
     "softmax": softmax_loss,
 }

@@ -85,11 +85,19 @@ class RecommenderModule(L.LightningModule):
         self._loss_sum = torch.zeros(())
         self.train_seconds = 0.0
         self.train_samples = 0
+        # log(n_items * q(item)) of the data's negative sampler (None: uniform draws), taken
+        # from the datamodule when training starts.
+        self.negative_log_q: torch.Tensor | None = None
 
     # --- training -------------------------------------------------------------------------
     def loss_terms(self, users, items) -> LossTerms:
         """The configured loss (`model.loss`) and the L2 term, for one batch."""
-        return self.loss_fn(self.net, users, items)
+        log_q = self.negative_log_q
+        return self.loss_fn(self.net, users, items, None if log_q is None else log_q[items[:, 1:]])
+
+    def on_train_start(self) -> None:
+        sampler = getattr(self.trainer.datamodule, "sampler", None)
+        self.negative_log_q = getattr(sampler, "log_q_ratio", None)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         users, items = batch  # items [P, 1 + K]: a positive and its negatives per row
