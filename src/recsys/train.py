@@ -11,23 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from recsys.config import CONFIG_DIR
 from recsys.errors import RecsysError, exit_on_user_error
+from recsys.training.builders import (
+    build_datamodule,
+    build_module,
+    instantiate_group,
+    target_nodes,
+)
 
 log = logging.getLogger(__name__)
-
-
-def _target_nodes(group: DictConfig | None) -> list[DictConfig]:
-    """The `_target_` entries of a callbacks/logger group (entries set to null are skipped)."""
-    return [node for node in (group or {}).values() if node and "_target_" in node]
-
-
-def instantiate_group(group: DictConfig | None) -> list[Any]:
-    from hydra.utils import instantiate
-
-    return [instantiate(node) for node in _target_nodes(group)]
 
 
 def instantiate_loggers(group: DictConfig | None, ckpt_path: str | None) -> list[Any]:
@@ -42,7 +37,7 @@ def instantiate_loggers(group: DictConfig | None, ckpt_path: str | None) -> list
     if os.environ.get("RANK", "0") != "0":
         return []
     loggers = []
-    for node in _target_nodes(group):
+    for node in target_nodes(group):
         kwargs = {}
         if ckpt_path and node._target_.endswith("MLFlowLogger") and not node.get("run_id"):
             from recsys.tracking.mlflow import resume_run_id
@@ -70,45 +65,15 @@ def log_config(loggers: list[Any], cfg: DictConfig) -> None:
             lg.log_hyperparams(params)
 
 
-def build_datamodule(cfg: DictConfig) -> Any:
-    """The DataModule, loaded; its checks of data.* settings are user errors, which Hydra's
-    instantiate would otherwise wrap in a traceback."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        datamodule = instantiate(cfg.data)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, RecsysError):
-            raise err.__cause__ from None
-        raise
-    datamodule.load()
-    return datamodule
-
-
-def build_module(cfg: DictConfig, datamodule: Any) -> Any:
-    """The net sized by the data, wrapped in the LightningModule."""
-    from hydra.utils import instantiate
-
-    with open_dict(cfg):
-        cfg.model.net.n_users = datamodule.n_users
-        cfg.model.net.n_items = datamodule.n_items
-    try:
-        net = instantiate(cfg.model.net)
-    except Exception as err:  # pretrained checkpoints or bad sizes: a user error with a cause
-        cause = err.__cause__ or err
-        raise RecsysError(f"cannot build model {cfg.model.net._target_}: {cause}") from err
-    return instantiate(cfg.model, net=net)
-
-
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit and test; returns (metrics, objects) for the entry point and for tests."""
     import lightning as L
     from hydra.utils import instantiate
 
     from recsys.data.io import write_json
+    from recsys.training import refit
     from recsys.training.ddp import ddp_job, leave_process_group, wait_for_children
-    from recsys.training.results import collect_metrics
+    from recsys.training.results import collect_metrics, test_metrics
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if not cfg.get("train", True) and not cfg.get("ckpt_path"):
@@ -132,13 +97,31 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
     log_config(loggers, cfg)
 
+    do_refit = refit.wanted(cfg)
+    if do_refit and _distributed(cfg.trainer):
+        log.warning("refit on train + val runs in one process: skipped under DDP (refit=false)")
+        do_refit = False
     with ddp_job(cfg.paths.output_dir):
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         best = _best_checkpoint(trainer)
         if not cfg.get("train", True) and cfg.get("ckpt_path"):
             best = str(cfg.ckpt_path)  # test (and register) the given checkpoint as it is
-        metrics = collect_metrics(trainer, module, datamodule, best, test=cfg.get("test", True))
+        test = cfg.get("test", True)
+        metrics = collect_metrics(
+            trainer, module, datamodule, best, test=test and not (do_refit and best)
+        )
+        if do_refit and best:  # the model val selected, retrained on train + val: the final one
+            # Where the selection run keeps its checkpoints; a given one's run is not ours.
+            trained = cfg.get("train", True)
+            ckpt_dir = Path(best).parent if trained else Path(cfg.paths.output_dir, "checkpoints")
+            output = str(ckpt_dir / "best.ckpt")
+            batch = datamodule.train_batch_size
+            refit_trainer, refit_module, refit_data = refit.refit(cfg, best, batch, output)
+            metrics["refit/epochs"] = refit.selected_epochs(output)
+            if test:
+                metrics.update(test_metrics(refit_trainer, refit_module, refit_data))
+            best = output
         leave_process_group()  # what follows runs on rank 0 alone
         if trainer.is_global_zero:
             write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)

@@ -28,9 +28,10 @@ class RecsysOptunaSweeperConf(OptunaSweeperConf):
     )
     # Trial 0 runs the config's own values of the searched keys (the shipped defaults).
     enqueue_defaults: bool = True
-    # Overrides for one last job on the best trial's checkpoint: test it and register it.
+    # Overrides for one last job on the best trial: refit it on train + val for its selected
+    # epochs (recsys.training.refit), test that and register it.
     final_job: List[str] = field(  # noqa: UP006
-        default_factory=lambda: ["train=false", "test=true", "register=true"]
+        default_factory=lambda: ["train=false", "refit=true", "test=true", "register=true"]
     )
 
 

@@ -1,5 +1,8 @@
 """LightningDataModule over a processed directory: BPR batches for training, user batches
-with seen/relevant masks for validation (train seen) and test (train + val seen)."""
+with seen/relevant masks for validation (train seen) and test (train + val seen).
+
+`fit_on_val=True` trains on train + val (the refit after model selection, `recsys.training.
+refit`): the test split and its masks stay the same, and there is nothing to validate on."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from recsys.data.evalsets import EvalBatches, EvalSet
-from recsys.data.processed import ProcessedData, load_processed
+from recsys.data.processed import Interactions, ProcessedData, load_processed
 from recsys.data.sampling import (
     BPRGroups,
     NegativeSampler,
@@ -24,6 +27,8 @@ from recsys.errors import RecsysError
 # replay it; ours run in the main process (num_workers=0) and shard per rank themselves.
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
+
+FIELDS = ("users", "items", "timestamps")  # of Interactions
 
 # `batch_size: auto`: the largest power of two that still gives every epoch this many optimizer
 # steps, within [AUTO_MIN, AUTO_MAX]. Big batches amortise the per-step cost (optimizer over the
@@ -55,6 +60,7 @@ class RecsysDataModule(L.LightningDataModule):
         seed: int = 0,
         recency_half_life_days: float | None = None,
         negative_popularity_exponent: float = 0.0,
+        fit_on_val: bool = False,
         **preprocess_options: Any,  # the data group's recsys-preprocess settings; unused here
     ) -> None:
         super().__init__()
@@ -77,6 +83,7 @@ class RecsysDataModule(L.LightningDataModule):
                 f"{negative_popularity_exponent}"
             )
         self.recency_half_life_days = recency_half_life_days
+        self.fit_on_val = bool(fit_on_val)
         self.negative_popularity_exponent = float(negative_popularity_exponent)
         self.processed_dir = str(processed_dir)
         self.batch_size = batch_size
@@ -110,9 +117,19 @@ class RecsysDataModule(L.LightningDataModule):
     def metadata(self) -> dict[str, Any]:
         return self.load().metadata
 
+    def fit_split(self) -> Interactions:
+        """What training draws positives from: train, or train + val for a refit."""
+        data = self.load()
+        if not self.fit_on_val:
+            return data.train
+        return Interactions(
+            *(torch.cat([getattr(data.train, f), getattr(data.val, f)]) for f in FIELDS)
+        )
+
     def setup(self, stage: str | None = None) -> None:
         data = self.load()
-        tr, va, te = data.train, data.val, data.test
+        va, te = data.val, data.test
+        tr = self.fit_split()
         if stage in (None, "fit") and self.sampler is None:
             # Sampling and batching run where the model trains: no batch crosses the bus.
             device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
@@ -131,14 +148,17 @@ class RecsysDataModule(L.LightningDataModule):
                 self.sampler = NegativeSampler(*self.train_pairs, data.n_items, item_weights)
             except ValueError as err:
                 raise RecsysError(str(err), path=data.path / "train.parquet") from err
-        if stage in (None, "fit", "validate") and self.val_set is None:
+        if stage in (None, "fit", "validate") and self.val_set is None and not self.fit_on_val:
             self.val_set = EvalSet.build(
                 [(tr.users, tr.items)], (va.users, va.items), data.n_users,
                 max_users=self.val_max_users, seed=self.seed,
             )  # fmt: skip
         if stage in (None, "test") and self.test_set is None:
+            train = data.train  # train + val are seen at test time, refit or not
             self.test_set = EvalSet.build(
-                [(tr.users, tr.items), (va.users, va.items)], (te.users, te.items), data.n_users
+                [(train.users, train.items), (va.users, va.items)],
+                (te.users, te.items),
+                data.n_users,
             )
 
     def _rank_world(self) -> tuple[int, int]:
@@ -151,7 +171,7 @@ class RecsysDataModule(L.LightningDataModule):
         if self.batch_size != "auto":
             return int(self.batch_size)
         world = self._rank_world()[1]
-        return auto_batch_size(len(self.load().train) * self.num_negatives // world)
+        return auto_batch_size(len(self.fit_split()) * self.num_negatives // world)
 
     def train_dataloader(self) -> DataLoader:
         assert self.sampler is not None and self.train_pairs is not None

@@ -17,6 +17,15 @@ def _numbers(logged: dict[str, Any], prefix: str) -> dict[str, float | int]:
     return out
 
 
+def test_metrics(trainer: Any, module: Any, datamodule: Any) -> dict[str, float | int]:
+    """test/* of the module's current weights, and `n_users` (test users)."""
+    result = trainer.test(module, datamodule=datamodule, verbose=False)
+    tested = _numbers(result[0] if result else {}, "test")
+    if "test/n_users" in tested:
+        tested["n_users"] = tested.pop("test/n_users")
+    return tested
+
+
 def collect_metrics(
     trainer: Any, module: Any, datamodule: Any, best: str | None, test: bool = True
 ) -> dict[str, float | int]:
@@ -28,11 +37,7 @@ def collect_metrics(
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update(_numbers(val[0] if val else {}, "val"))
         if test:  # validate() has loaded the best weights into `module`: test those
-            result = trainer.test(module, datamodule=datamodule, verbose=False)
-            tested = _numbers(result[0] if result else {}, "test")
-            if "test/n_users" in tested:
-                tested["n_users"] = tested.pop("test/n_users")
-            metrics.update(tested)
+            metrics.update(test_metrics(trainer, module, datamodule))
     finally:
         trainer.loggers = loggers
     if module.train_seconds > 0:
