@@ -67,7 +67,7 @@ def test_default_run_refits_the_selected_epochs_and_tests_the_refit(small_proces
 
 
 def test_refit_false_tests_the_selected_checkpoint(small_processed, tmp_path):
-    metrics, objects = train(train_config(small_processed, tmp_path, "model=mf", "refit=false"))
+    metrics, _ = train(train_config(small_processed, tmp_path, "model=mf", "refit=false"))
     ckpts = tmp_path / "checkpoints"
     assert not (ckpts / "selected.ckpt").exists() and "refit/epochs" not in metrics
     assert "refit" not in _state(ckpts / "best.ckpt")["recsys"]
