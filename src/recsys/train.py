@@ -105,6 +105,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         best = _best_checkpoint(trainer)
+        if best and cfg.get("train", True):  # a resumed run may point at its earlier refit
+            best = refit.selection_of(best)
         if not cfg.get("train", True) and cfg.get("ckpt_path"):
             best = str(cfg.ckpt_path)  # test (and register) the given checkpoint as it is
         test = cfg.get("test", True)

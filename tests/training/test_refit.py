@@ -106,3 +106,19 @@ def test_refit_true_refits_a_given_checkpoint_into_its_own_run(small_processed, 
 def test_a_bad_refit_value_is_a_user_error(small_processed, tmp_path):
     with pytest.raises(RecsysError, match="refit must be auto, true or false"):
         train(train_config(small_processed, tmp_path, "model=mf", "refit=sometimes"))
+
+
+def test_a_resumed_run_validates_the_selection_not_its_earlier_refit(small_processed, tmp_path):
+    """Resuming a finished run: its checkpoint callback may still name best.ckpt, which the
+    refit replaced; val figures must come from the selection (the refit has seen val).
+    Resumed at its last epoch, the run trains no more and the callback keeps best.ckpt."""
+    train(train_config(small_processed, tmp_path, "model=mf", "trainer.max_epochs=2"))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    again, objects = train(
+        train_config(
+            small_processed, tmp_path, "model=mf", "trainer.max_epochs=2", f"ckpt_path={last}"
+        )
+    )
+    score = float(objects["trainer"].checkpoint_callback.best_model_score)
+    assert again["val/ndcg@10"] == pytest.approx(score, abs=1e-6)
+    assert "refit" in _state(tmp_path / "checkpoints" / "best.ckpt")["recsys"]

@@ -45,9 +45,23 @@ def wanted(cfg: DictConfig) -> bool:
 
 def selected_epochs(checkpoint: str) -> int:
     """Epochs the selected checkpoint trained for (a refit's own output records them)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = _state(checkpoint)
     refit = state.get("recsys", {}).get("refit")
     return int(refit["epochs"]) if refit else int(state["epoch"]) + 1
+
+
+def selection_of(checkpoint: str) -> str:
+    """The val-selected checkpoint behind `checkpoint`: itself, or for a refit (e.g. the
+    best.ckpt a resumed run's checkpoint callback still points to) the one it was refit from,
+    whose val figures are honest (the refit has trained on val)."""
+    refit = _state(checkpoint).get("recsys", {}).get("refit")
+    if refit and Path(refit["selected"]).is_file():
+        return str(refit["selected"])
+    return checkpoint
+
+
+def _state(checkpoint: str | Path) -> dict[str, Any]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)
 
 
 def _keep_selected(checkpoint: str, output: str) -> str:
@@ -58,8 +72,7 @@ def _keep_selected(checkpoint: str, output: str) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.resolve() == target.resolve():
         return str(target)
-    state = torch.load(source, map_location="cpu", weights_only=True)
-    if state.get("recsys", {}).get("refit"):  # a refit from an earlier attempt: keep the old
+    if _state(source).get("recsys", {}).get("refit"):  # an earlier attempt's refit
         return str(target) if target.exists() else checkpoint
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(source, tmp)
@@ -76,7 +89,7 @@ def refit(cfg: DictConfig, selected: str, batch_size: int, output: str) -> tuple
 
     epochs = selected_epochs(selected)
     kept = _keep_selected(selected, output)
-    run_id = torch.load(kept, map_location="cpu", weights_only=True).get("recsys", {})
+    run_id = _state(kept).get("recsys", {})
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the selection run's init
     datamodule = build_datamodule(cfg, fit_on_val=True, batch_size=batch_size)
     module = build_module(cfg, datamodule)
@@ -92,7 +105,7 @@ def refit(cfg: DictConfig, selected: str, batch_size: int, output: str) -> tuple
     trainer.fit(module, datamodule=datamodule)
     tmp = Path(output).with_name(f".{Path(output).name}.tmp")
     trainer.save_checkpoint(tmp)
-    state = torch.load(tmp, map_location="cpu", weights_only=True)
+    state = _state(tmp)
     state["recsys"]["refit"] = {"epochs": epochs, "selected": str(Path(kept).resolve())}
     state["recsys"]["mlflow_run_id"] = run_id.get("mlflow_run_id")
     torch.save(state, tmp)
