@@ -1,5 +1,6 @@
 """recsys-train: compose the config, instantiate data, model, callbacks, loggers and trainer,
-fit, test the best checkpoint, and return the optimized metric (for sweepers)."""
+fit, refit the selected epochs on train + val (training/refit.py), test, and return the
+optimized metric (for sweepers)."""
 
 from __future__ import annotations
 
