@@ -119,3 +119,14 @@ def test_budgeted_search_registers_only_the_tested_best_trial(tiny_processed, in
     assert "best_trial" in tested[0].data.tags["tags"]
     versions = client.search_model_versions("name='recsys'")
     assert [v.run_id for v in versions] == [tested[0].info.run_id]
+
+
+def test_the_search_keeps_the_best_trials_duration_for_the_final_refit():
+    """No trial starts (and the running one stops) once the budget less the best trial's own
+    duration has passed: the final job refits that trial within the same budget."""
+    from hydra_plugins.recsys_optuna_sweeper.recsys_optuna_sweeper import search_deadline
+
+    assert search_deadline(100.0, None, 50.0) is None
+    assert search_deadline(100.0, 600, 0.0) == 700.0
+    assert search_deadline(100.0, 600, 150.0) == 550.0
+    assert search_deadline(100.0, 600, 900.0) == 100.0  # a best trial longer than the budget

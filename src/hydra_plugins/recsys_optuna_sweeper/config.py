@@ -28,6 +28,9 @@ class RecsysOptunaSweeperConf(OptunaSweeperConf):
     )
     # Trial 0 runs the config's own values of the searched keys (the shipped defaults).
     enqueue_defaults: bool = True
+    # Keep back as much of `timeout` as the best trial so far took, for the final job's refit:
+    # the whole search, refit included, then stays near the budget.
+    reserve_final_job: bool = True
     # Overrides for one last job on the best trial: refit it on train + val for its selected
     # epochs (recsys.training.refit), test that and register it.
     final_job: List[str] = field(  # noqa: UP006

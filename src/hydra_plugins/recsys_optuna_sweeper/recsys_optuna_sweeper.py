@@ -4,8 +4,10 @@ hydra-optuna-sweeper asks, launches and tells trials, but it has no time budget,
 (its trials cannot report per-epoch values) and it ends with a YAML file. This sweeper keeps
 its search-space parsing and replaces the loop: one trial at a time in this process, the
 trial handed to the `OptunaPruning` callback (`recsys.training.tuning`), no new trial after
-`timeout` seconds, and at the end one more job that tests the best trial's checkpoint and
-registers it (the only test metrics the search computes: selection is on validation).
+`timeout` seconds, and at the end one more job that refits the best trial on train + val,
+tests it and registers it (the only test metrics the search computes: selection is on
+validation). With `reserve_final_job`, the search keeps back as much of the budget as the
+best trial so far took, so that its refit fits in the same budget.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ from hydra_plugins.recsys_optuna_sweeper.config import RecsysOptunaSweeperConf  
 log = logging.getLogger(__name__)
 
 
+def search_deadline(start: float, timeout: float | None, reserve: float) -> float | None:
+    """time.monotonic() after which no trial starts and the running one stops: the budget
+    less what the final job is expected to take (None: no budget)."""
+    if timeout is None:
+        return None
+    return start + max(0.0, float(timeout) - reserve)
+
+
 class RecsysOptunaSweeper(Sweeper):
     def __init__(
         self,
@@ -42,6 +52,7 @@ class RecsysOptunaSweeper(Sweeper):
         pruner: Any = None,
         final_job: list[str] | None = None,
         enqueue_defaults: bool = True,
+        reserve_final_job: bool = True,
     ) -> None:
         from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 
@@ -56,6 +67,7 @@ class RecsysOptunaSweeper(Sweeper):
         self.pruner = pruner
         self.final_job = list(final_job or [])
         self.enqueue_defaults = enqueue_defaults
+        self.reserve_final_job = reserve_final_job
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -88,9 +100,9 @@ class RecsysOptunaSweeper(Sweeper):
         if self.enqueue_defaults and not study.trials:
             self._enqueue_config_values(study, space)
         start = time.monotonic()
-        deadline = None if self.timeout is None else start + float(self.timeout)
         failures = 0
         for _ in range(impl.n_trials):
+            deadline = search_deadline(start, self.timeout, self._reserve(study))
             if deadline is not None and time.monotonic() >= deadline:
                 log.info("time budget of %ss spent: no more trials", self.timeout)
                 break
@@ -99,9 +111,11 @@ class RecsysOptunaSweeper(Sweeper):
             current = ActiveTrial(trial, deadline)
             set_active_trial(current)
             trial.set_user_attr("overrides", list(overrides))
+            began = time.monotonic()
             try:
                 ret = impl.launcher.launch([overrides], initial_job_idx=impl.job_idx)[0]
                 trial.set_user_attr("output_dir", ret.hydra_cfg.hydra.runtime.output_dir)
+                trial.set_user_attr("seconds", time.monotonic() - began)
                 value = float(ret.return_value)
             # A failed job (its error is in its log); SystemExit: recsys' user errors, which
             # end the process in a plain run, fail only this trial here.
@@ -123,6 +137,18 @@ class RecsysOptunaSweeper(Sweeper):
                 note = " (stopped by the time budget)" if current.out_of_budget else ""
                 log.info("trial %d: %.6f%s", trial.number, value, note)
         self._finish(study, time.monotonic() - start)
+
+    def _reserve(self, study: Any) -> float:
+        """Seconds kept back for the final job: the best trial's own duration so far (its
+        refit trains the selected epochs again, without validation or patience: less)."""
+        import optuna
+
+        if not (self.reserve_final_job and self.final_job):
+            return 0.0
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not done:
+            return 0.0
+        return float(study.best_trial.user_attrs.get("seconds", 0.0))
 
     def _enqueue_config_values(self, study: Any, space: dict[str, Any]) -> None:
         """Trial 0 runs the composed config's own values (the shipped defaults): the search
