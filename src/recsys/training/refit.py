@@ -99,7 +99,7 @@ def refit(cfg: DictConfig, selected: str, batch_size: int, output: str) -> tuple
     bars = [c for c in instantiate_group(cfg.get("callbacks")) if isinstance(c, ProgressBar)]
     trainer = instantiate(
         cfg.trainer, callbacks=bars, logger=False, enable_checkpointing=False,
-        limit_val_batches=0, num_sanity_val_steps=0, **overrides,
+        limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False, **overrides,
     )  # fmt: skip
     log.info("refit on train + val for %d epochs (selected on val: %s)", epochs, kept)
     trainer.fit(module, datamodule=datamodule)
