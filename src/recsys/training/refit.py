@@ -89,7 +89,7 @@ def refit(cfg: DictConfig, selected: str, batch_size: int, output: str) -> tuple
 
     epochs = selected_epochs(selected)
     kept = _keep_selected(selected, output)
-    run_id = _state(kept).get("recsys", {})
+    selected_meta = _state(kept).get("recsys", {})
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the selection run's init
     datamodule = build_datamodule(cfg, fit_on_val=True, batch_size=batch_size)
     module = build_module(cfg, datamodule)
@@ -107,7 +107,7 @@ def refit(cfg: DictConfig, selected: str, batch_size: int, output: str) -> tuple
     trainer.save_checkpoint(tmp)
     state = _state(tmp)
     state["recsys"]["refit"] = {"epochs": epochs, "selected": str(Path(kept).resolve())}
-    state["recsys"]["mlflow_run_id"] = run_id.get("mlflow_run_id")
+    state["recsys"]["mlflow_run_id"] = selected_meta.get("mlflow_run_id")  # the run it ends
     torch.save(state, tmp)
     os.replace(tmp, output)
     return trainer, module, datamodule
