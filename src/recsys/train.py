@@ -121,7 +121,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             output = str(ckpt_dir / "best.ckpt")
             batch = datamodule.train_batch_size
             refit_trainer, refit_module, refit_data = refit.refit(cfg, best, batch, output)
-            metrics["refit/epochs"] = refit.selected_epochs(output)
+            metrics["refit/epochs"] = refit_trainer.max_epochs
             if test:
                 metrics.update(test_metrics(refit_trainer, refit_module, refit_data))
             best = output

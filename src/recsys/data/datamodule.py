@@ -84,6 +84,7 @@ class RecsysDataModule(L.LightningDataModule):
             )
         self.recency_half_life_days = recency_half_life_days
         self.fit_on_val = bool(fit_on_val)
+        self._train_and_val: Interactions | None = None
         self.negative_popularity_exponent = float(negative_popularity_exponent)
         self.processed_dir = str(processed_dir)
         self.batch_size = batch_size
@@ -122,9 +123,11 @@ class RecsysDataModule(L.LightningDataModule):
         data = self.load()
         if not self.fit_on_val:
             return data.train
-        return Interactions(
-            *(torch.cat([getattr(data.train, f), getattr(data.val, f)]) for f in FIELDS)
-        )
+        if self._train_and_val is None:  # concatenated once, not per setup / batch-size call
+            self._train_and_val = Interactions(
+                *(torch.cat([getattr(data.train, f), getattr(data.val, f)]) for f in FIELDS)
+            )
+        return self._train_and_val
 
     def setup(self, stage: str | None = None) -> None:
         data = self.load()

@@ -45,7 +45,10 @@ def wanted(cfg: DictConfig) -> bool:
 
 def selected_epochs(checkpoint: str) -> int:
     """Epochs the selected checkpoint trained for (a refit's own output records them)."""
-    state = _state(checkpoint)
+    return _epochs(_state(checkpoint))
+
+
+def _epochs(state: dict[str, Any]) -> int:
     refit = state.get("recsys", {}).get("refit")
     return int(refit["epochs"]) if refit else int(state["epoch"]) + 1
 
@@ -64,15 +67,15 @@ def _state(checkpoint: str | Path) -> dict[str, Any]:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)
 
 
-def _keep_selected(checkpoint: str, output: str) -> str:
-    """Copy the selected checkpoint to `selected.ckpt` beside the refit's output
-    (atomically), once."""
+def _keep_selected(checkpoint: str, state: dict[str, Any], output: str) -> str:
+    """Copy the selected checkpoint (`state`, loaded) to `selected.ckpt` beside the refit's
+    output (atomically), once."""
     source = Path(checkpoint)
     target = Path(output).with_name(SELECTED)
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.resolve() == target.resolve():
         return str(target)
-    if _state(source).get("recsys", {}).get("refit"):  # an earlier attempt's refit
+    if state.get("recsys", {}).get("refit"):  # an earlier attempt's refit
         return str(target) if target.exists() else checkpoint
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(source, tmp)
@@ -87,9 +90,10 @@ def refit(cfg: DictConfig, selected: str, batch_size: int, output: str) -> tuple
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ProgressBar
 
-    epochs = selected_epochs(selected)
-    kept = _keep_selected(selected, output)
-    selected_meta = _state(kept).get("recsys", {})
+    state = _state(selected)  # loaded once: epochs, refit marker, MLflow run
+    epochs = _epochs(state)
+    kept = _keep_selected(selected, state, output)
+    selected_meta = state.get("recsys", {})
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the selection run's init
     datamodule = build_datamodule(cfg, fit_on_val=True, batch_size=batch_size)
     module = build_module(cfg, datamodule)
