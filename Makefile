@@ -28,7 +28,7 @@ SERVE_PORT ?= 3000
 PEER_VENVS := benchmarks/.work/venvs
 PEERS_ARGS ?=
 
-.PHONY: help setup demo test bench bench-peers train sweep serve bento helm-lint lint clean distclean
+.PHONY: help setup demo test bench bench-peers bench-defaults train sweep serve bento helm-lint lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench: setup  ## preprocessing, training, evaluation and serving speed -> benchm
 
 bench-peers: setup $(PEER_VENVS)/recbole/.installed $(PEER_VENVS)/implicit/.installed  ## recsys vs RecBole and implicit (PEERS_ARGS=--quick) -> benchmarks/results/peers.json
 	$(BIN)/python benchmarks/peers.py $(PEERS_ARGS)
+
+bench-defaults: setup  ## rerun the model-defaults study (hours) -> benchmarks/results/defaults_*.json, print its tables
+	$(BIN)/python benchmarks/defaults_table.py --run
 
 $(PEER_VENVS)/%/.installed: benchmarks/peers/requirements-%.txt
 	@test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
