@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="results: defaults_<name>.json")
     parser.add_argument("--variants", nargs="+", required=True, help="NAME=override override ...")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds N, N+1, ...")
     parser.add_argument("--max-epochs", type=int, default=50)
     parser.add_argument("--n-interactions", type=int, default=300_000)
     parser.add_argument("--drift", action="store_true", help="the popularity-drift dataset")
@@ -102,10 +104,10 @@ def main() -> None:
     report: dict[str, Any] = {
         "machine": machine(),
         "data": str(processed),
-        "command": " ".join(sys.argv),
+        "command": shlex.join(sys.argv),
         "variants": {name: {"overrides": o, "runs": []} for name, o in variants.items()},
     }
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name, overrides in variants.items():
             entry = report["variants"][name]
             entry["runs"].append(run(name, overrides, processed.resolve(), seed, args))

@@ -177,7 +177,10 @@ def study_command(path: Path) -> str:
     args = ["python", "benchmarks/defaults_study.py", "--name", path.stem.removeprefix("defaults_")]
     if "--drift" in recorded.split():
         args.append("--drift")
-    args += ["--seeds", seeds.group(1) if seeds else "3", "--variants"]
+    args += ["--seeds", seeds.group(1) if seeds else "3"]
+    if first := re.search(r"--first-seed (\d+)", recorded):
+        args += ["--first-seed", first.group(1)]
+    args.append("--variants")
     args += [f"{name}={' '.join(v['overrides'])}" for name, v in report["variants"].items()]
     return shlex.join(args)
 
