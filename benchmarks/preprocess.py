@@ -2,7 +2,8 @@
 
 Each contender runs as its own process (interpreter start-up included for all three) under
 a fresh wrapper, so peak RSS is that process alone. Times are the median of `--repeat` runs.
-Results: benchmarks/results/preprocess.json (and a Markdown table on stdout for the README).
+Results: benchmarks/results/preprocess.json (and a Markdown table on stdout for
+docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations

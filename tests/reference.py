@@ -1,4 +1,5 @@
-"""An independent, deliberately naive implementation of SPEC sections 3-4 in plain Python.
+"""An independent, deliberately naive implementation of docs/REFERENCE.md, Input and
+Processed directory, in plain Python.
 
 Tests compare recsys-preprocess against it: dicts and loops, no polars, no numpy.
 """

@@ -1,4 +1,4 @@
-"""An independent check of a processed directory against SPEC section 4."""
+"""An independent check of a processed directory against docs/REFERENCE.md, Processed directory."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The exact line rules (SPEC section 3): every skip reason, both schemas, schema detection."""
+"""The exact line rules (docs/REFERENCE.md, Input; docs/DATA.md): every skip reason, both
+schemas, schema detection."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Full-ranking evaluation (SPEC section 5) against a brute-force implementation in plain Python."""
+"""Full-ranking evaluation (docs/REFERENCE.md, Evaluation) against a brute-force implementation
+in plain Python."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from tests.evaluation.helpers import TableNet
 
 
 def brute_force(scores, seen, relevant, ks):
-    """SPEC 5 literally: rank unseen items by score; Recall = hits/|rel|; NDCG binary gains,
-    ideal DCG over min(K, |rel|); mean over users with at least one relevant item."""
+    """docs/REFERENCE.md, Evaluation, literally: rank unseen items by score; Recall =
+    hits/|rel|; NDCG binary gains, ideal DCG over min(K, |rel|); mean over users with at least
+    one relevant item."""
     per_user, top = {}, {}
     for user, rel in relevant.items():
         if not rel:
