@@ -36,7 +36,7 @@ from rich.table import Table
 from recsys.data.evalsets import EvalSet
 from recsys.data.sampling import NegativeSampler
 from recsys.evaluation.protocols import evaluate_full
-from recsys.models.base import Recommender
+from recsys.models.base import RecommenderNet
 
 TARGET_SECONDS = 5.0
 KS = (10, 20)
@@ -65,10 +65,10 @@ def synthetic_evalset(n_users: int, n_items: int, seen: float, relevant: float) 
     return EvalSet.build([(seen_users, seen_items)], (rel_users, rel_items), n_users)
 
 
-class PairwiseScorer(Recommender):
+class PairwiseScorer(RecommenderNet):
     """The naive full ranking: every (user, item) pair through `net.score`, MLP included."""
 
-    def __init__(self, net: Recommender) -> None:
+    def __init__(self, net: RecommenderNet) -> None:
         super().__init__(net.n_users, net.n_items)
         self.net = net
 
@@ -83,7 +83,7 @@ class PairwiseScorer(Recommender):
         return torch.cat(rows).view(users.numel(), items.numel())
 
 
-def random_neumf(n_users: int, n_items: int) -> Recommender:
+def random_neumf(n_users: int, n_items: int) -> RecommenderNet:
     """The default NeuMF with a random head: the init's all-zero MLP half would leave the
     tower out of the scores, and so out of the cross-check against the naive scorer."""
     net = build_neumf(n_users, n_items).eval()
@@ -92,7 +92,7 @@ def random_neumf(n_users: int, n_items: int) -> Recommender:
     return net
 
 
-def timed_eval(net: Recommender, evalset: EvalSet, batch_size: int) -> tuple[float, Any]:
+def timed_eval(net: RecommenderNet, evalset: EvalSet, batch_size: int) -> tuple[float, Any]:
     """As `recsys-eval` runs it (report.py): eval mode, inference_mode, evaluate_full."""
     start = time.perf_counter()
     with torch.inference_mode():
@@ -100,7 +100,7 @@ def timed_eval(net: Recommender, evalset: EvalSet, batch_size: int) -> tuple[flo
     return time.perf_counter() - start, (values, ranked)
 
 
-def breakdown(net: Recommender, evalset: EvalSet, batch_size: int) -> dict[str, float]:
+def breakdown(net: RecommenderNet, evalset: EvalSet, batch_size: int) -> dict[str, float]:
     """Seconds inside NeuMF's MLP grid, all of score_items, and the rest (mask, top-k, hits)."""
     spent: dict[str, float] = defaultdict(float)
 
@@ -127,7 +127,7 @@ def breakdown(net: Recommender, evalset: EvalSet, batch_size: int) -> dict[str, 
     }
 
 
-def naive(net: Recommender, evalset: EvalSet, n_users: int, fast_ranked: list) -> dict:
+def naive(net: RecommenderNet, evalset: EvalSet, n_users: int, fast_ranked: list) -> dict:
     """Per-pair scoring on the first `n_users` users, extrapolated to all of them."""
     part = dataclasses.replace(evalset, users=evalset.users[:n_users])
     seconds, (_, ranked) = timed_eval(PairwiseScorer(net), part, 1024)
@@ -177,7 +177,7 @@ def table(report: dict[str, Any]) -> Table:
     return out
 
 
-def measure(net: Recommender, evalset: EvalSet, batch_size: int, repeat: int) -> dict:
+def measure(net: RecommenderNet, evalset: EvalSet, batch_size: int, repeat: int) -> dict:
     wall, cpu, fast_ranked = [], [], []
     for r in range(repeat):
         cpu_start = time.process_time()

@@ -72,9 +72,9 @@ def serve(processed: Path, ckpt: Path, target: Path, device: str) -> dict[str, A
     """What `recsys-package` writes and every serving worker loads, on `device`."""
     import polars as pl
 
-    from recsys.serving.bundle import load_bundle, write_bundle
-    from recsys.serving.recommend import queries, rank
-    from recsys.serving.sources import from_checkpoint
+    from recsys.packaging.bundle import load_bundle, write_bundle
+    from recsys.packaging.recommend import queries, rank
+    from recsys.packaging.sources import from_checkpoint
 
     target.mkdir(parents=True, exist_ok=True)
     write_bundle(from_checkpoint(str(ckpt), str(processed)), target)

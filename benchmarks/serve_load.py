@@ -26,9 +26,9 @@ from rich.table import Table
 
 from recsys.data.evalsets import known_interactions
 from recsys.data.processed import load_processed
-from recsys.serving.bundle import BundleParts
+from recsys.packaging.bundle import BundleParts
 from recsys.serving.local import bentoml_serve
-from recsys.serving.sources import ids_in_order
+from recsys.packaging.sources import ids_in_order
 
 TARGET_RPS = 300.0
 TARGET_P99_MS = 100.0
@@ -38,7 +38,7 @@ STORE = WORK / "bentoml"
 def package_model(processed: Path) -> str:
     """The default NeuMF for this data, saved in the benchmark's own model store."""
     os.environ["BENTOML_HOME"] = str(STORE)
-    from recsys.serving.store import save_model
+    from recsys.packaging.store import save_parts
 
     data = load_processed(processed)
     known = known_interactions(data)
@@ -51,7 +51,7 @@ def package_model(processed: Path) -> str:
         popularity=known["popularity"],
         info={"source_kind": "benchmark", "source": "benchmarks/serve_load.py (random weights)"},
     )
-    return save_model(parts)
+    return save_parts(parts)
 
 
 def rows(path: Path) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from recsys.models import Recommender
+from recsys.models import RecommenderNet
 
 
-class TableNet(Recommender):
+class TableNet(RecommenderNet):
     """Scores read from a fixed [n_users, n_items] table."""
 
     def __init__(self, table: torch.Tensor) -> None:

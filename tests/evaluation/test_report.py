@@ -1,4 +1,5 @@
-"""`evaluate_checkpoint`: metrics.json and topk.parquet per SPEC section 5, checked from files."""
+"""`evaluate_checkpoint`: metrics.json and topk.parquet per docs/REFERENCE.md, Evaluation,
+checked from files."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from recsys.data.sampling import NegativeSampler
 from recsys.errors import RecsysError
 from recsys.evaluation.protocols import evaluate_sampled
 from recsys.evaluation.report import evaluate_checkpoint
-from recsys.models import MF, Recommender
+from recsys.models import MF, RecommenderNet
 
 N_USERS, N_ITEMS = 30, 40
 METRIC_KEYS = {"test/recall@10", "test/ndcg@10", "test/recall@20", "test/ndcg@20", "n_users"}
@@ -39,7 +40,7 @@ def write_split(path: Path, rows: list[tuple[int, int]], t0: int) -> None:
 
 
 def write_processed(root: Path, splits: dict[str, list[tuple[int, int]]], n_users, n_items):
-    """A processed directory per SPEC section 4, written directly."""
+    """A processed directory per docs/REFERENCE.md, Processed directory, written directly."""
     root.mkdir(parents=True)
     for n, (name, rows) in enumerate(splits.items()):
         write_split(root / f"{name}.parquet", rows, 1_000_000 * (n + 1))
@@ -80,7 +81,7 @@ def processed(tmp_path_factory) -> Path:
     return write_processed(tmp_path_factory.mktemp("data") / "processed", splits, N_USERS, N_ITEMS)
 
 
-def save_ckpt(net: Recommender, path: Path) -> Path:
+def save_ckpt(net: RecommenderNet, path: Path) -> Path:
     torch.save({"recsys": {"net": net.spec(), "data": {}}, "state_dict": net.state_dict()}, path)
     return path
 
@@ -108,7 +109,7 @@ def read_pairs(processed: Path, name: str) -> dict[int, set[int]]:
 
 
 def recompute(topk: pl.DataFrame, processed: Path, ks) -> dict[str, float]:
-    """SPEC 5 metrics from topk.parquet and the test split alone."""
+    """The metrics of docs/REFERENCE.md, Evaluation, from topk.parquet and the test split alone."""
     test = read_pairs(processed, "test")
     lists = {u: [] for u in test}
     for u, _, i in topk.sort("user_idx", "rank").select("user_idx", "rank", "item_idx").rows():
@@ -126,7 +127,7 @@ def recompute(topk: pl.DataFrame, processed: Path, ks) -> dict[str, float]:
     return out
 
 
-def check_topk(topk: pl.DataFrame, processed: Path, net: Recommender, k: int) -> None:
+def check_topk(topk: pl.DataFrame, processed: Path, net: RecommenderNet, k: int) -> None:
     assert dict(topk.schema) == TOPK_SCHEMA
     train, val, test = (read_pairs(processed, name) for name in ("train", "val", "test"))
     users = topk.get_column("user_idx").to_list()

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.models import EASE, GMF, IALS, MF, MLP, NeuMF, Popularity, Recommender, ncf
+from recsys.models import EASE, GMF, IALS, MF, MLP, NeuMF, Popularity, RecommenderNet, ncf
 from recsys.models.checkpoint import CheckpointError, build_net, load_net
 from recsys.training.loss import bpr_loss, softmax_loss, triplets
 
@@ -33,7 +33,7 @@ NEURAL = ["mlp", "mlp_one_layer", "mlp_dropout", "neumf"]
 SOLVED = ["pop", "ease", "ials"]  # fitted by `solve`, no gradients
 
 
-def _solved(net: Recommender, sweeps: int = 2) -> Recommender:
+def _solved(net: RecommenderNet, sweeps: int = 2) -> RecommenderNet:
     g = torch.Generator().manual_seed(11)
     users, items = (
         torch.randint(N_USERS, (60,), generator=g),
@@ -50,7 +50,7 @@ def _fitted_popularity() -> Popularity:
     return net
 
 
-def make(name: str, dtype: torch.dtype = torch.float64) -> Recommender:
+def make(name: str, dtype: torch.dtype = torch.float64) -> RecommenderNet:
     """A net in eval mode with random (not freshly-initialised) weights, so every path matters."""
     torch.manual_seed(sum(map(ord, name)))
     net = FACTORIES[name]()
@@ -60,7 +60,7 @@ def make(name: str, dtype: torch.dtype = torch.float64) -> Recommender:
     return net.to(dtype).eval()
 
 
-def pairwise(net: Recommender, users: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+def pairwise(net: RecommenderNet, users: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """score_items computed the slow way: one `score` call per (user, item) pair."""
     items = torch.arange(start, stop)
     u = users.repeat_interleave(items.numel())
@@ -206,7 +206,7 @@ def test_train_scores_norms_are_squared_norms_of_the_touched_rows(name):
 # --- checkpoints -----------------------------------------------------------------------------
 
 
-def save_ckpt(net: Recommender, path: Path) -> Path:
+def save_ckpt(net: RecommenderNet, path: Path) -> Path:
     torch.save({"recsys": {"net": net.spec(), "data": {}}, "state_dict": net.state_dict()}, path)
     return path
 
@@ -426,7 +426,7 @@ def test_recommender_needs_users_and_items():
         MLP(3, 5, layers=[])
 
 
-def train_steps(net: Recommender, steps: int = 3, dtype: torch.dtype = torch.float32) -> None:
+def train_steps(net: RecommenderNet, steps: int = 3, dtype: torch.dtype = torch.float32) -> None:
     """A few Adam steps of the BPR loss on random batches."""
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
     for _ in range(steps):

@@ -10,8 +10,8 @@ from recsys.models import EASE, IALS
 from recsys.models.mf import MF
 from recsys.models.ncf import GMF, MLP, NeuMF
 from recsys.models.popularity import Popularity
-from recsys.serving.bundle import BundleParts, load_bundle, write_bundle
-from recsys.serving.recommend import (
+from recsys.packaging.bundle import BundleParts, load_bundle, write_bundle
+from recsys.packaging.recommend import (
     POPULAR,
     NoItemVectors,
     Query,

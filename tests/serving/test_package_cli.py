@@ -9,8 +9,8 @@ import subprocess
 import bentoml
 import pytest
 
-from recsys.serving.bundle import load_bundle
-from recsys.serving.recommend import queries, rank
+from recsys.packaging.bundle import load_bundle
+from recsys.packaging.recommend import queries, rank
 from tests.conftest import BIN
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ from pathlib import Path
 import bentoml
 import pytest
 
-from recsys.serving.bundle import load_bundle
+from recsys.packaging.bundle import load_bundle
 from recsys.serving.local import PROJECT_ROOT, bentoml_serve
-from recsys.serving.recommend import queries, rank
+from recsys.packaging.recommend import queries, rank
 from tests.conftest import BIN
 from tests.helpers import free_port
 

@@ -1,12 +1,13 @@
-"""The HTTP contract (SPEC section 6) in-process: the service's ASGI app through TestClient."""
+"""The HTTP contract (docs/REFERENCE.md, HTTP API) in-process: the service's ASGI app through
+TestClient."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from recsys.serving.bundle import load_bundle
-from recsys.serving.recommend import queries, rank
+from recsys.packaging.bundle import load_bundle
+from recsys.packaging.recommend import queries, rank
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import torch
 from mlflow import MlflowClient
 
 from recsys.errors import RecsysError
+from recsys.packaging.bundle import load_bundle
 from recsys.tracking.mlflow import REGISTERED_MODEL, resume_run_id
 from tests.tracking.checks import (
     artifact_paths,
@@ -44,12 +45,17 @@ def test_registered_model_recommends_unseen_items(sqlite_run, tiny_processed):
     check_recommendations(f"models:/{REGISTERED_MODEL}/{version}", tiny_processed)
 
 
-def test_registered_weights_load_without_pickled_code(sqlite_run):
+def test_registered_model_carries_the_bundle_recsys_package_copies(sqlite_run):
+    """One artifact: the registered version holds the bundle, loadable without pickled code."""
     version = registered_version(sqlite_run.client, sqlite_run.run.info.run_id)
     model_dir = mlflow.artifacts.download_artifacts(f"models:/{REGISTERED_MODEL}/{version}")
-    weights = torch.load(f"{model_dir}/artifacts/weights.pt", weights_only=True)
-    assert set(weights) == {"recsys", "state_dict"}
-    assert weights["recsys"]["mlflow_run_id"] == sqlite_run.run.info.run_id
+    bundle = load_bundle(f"{model_dir}/artifacts/bundle")
+    assert bundle.info["mlflow_run_id"] == sqlite_run.run.info.run_id
+    assert bundle.info["metrics"] == {
+        key: value for key, value in sqlite_run.metrics.items() if key.startswith("test/")
+    }
+    weights = torch.load(f"{model_dir}/artifacts/bundle/weights.pt", weights_only=True)
+    assert set(weights) == set(bundle.net.state_dict())
 
 
 def test_checkpoint_names_its_run_for_resuming(sqlite_run, tmp_path):

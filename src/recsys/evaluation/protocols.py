@@ -12,7 +12,7 @@ from recsys.data.evalsets import EvalSet
 from recsys.data.sampling import NegativeSampler
 from recsys.evaluation.metrics import RankingMetrics, hits_at
 from recsys.evaluation.ranking import masked_topk
-from recsys.models.base import Recommender
+from recsys.models.base import RecommenderNet
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class RankedBatch:
         return replace(self, **{f.name: getattr(self, f.name).cpu() for f in fields(self)})
 
 
-def net_device(net: Recommender) -> torch.device:
+def net_device(net: RecommenderNet) -> torch.device:
     """Where the net's weights live (a popularity net has buffers only)."""
     tensor = next(iter(net.parameters()), None)
     if tensor is None:
@@ -41,7 +41,7 @@ def net_device(net: Recommender) -> torch.device:
 
 
 @torch.no_grad()
-def rank_batch(net: Recommender, batch: dict[str, torch.Tensor], k: int) -> RankedBatch:
+def rank_batch(net: RecommenderNet, batch: dict[str, torch.Tensor], k: int) -> RankedBatch:
     """Top-k unseen items of each user in the batch, and which of them are relevant."""
     scores, items = masked_topk(net, batch["users"], batch["seen_rows"], batch["seen_items"], k)
     valid = scores > -torch.inf
@@ -50,7 +50,7 @@ def rank_batch(net: Recommender, batch: dict[str, torch.Tensor], k: int) -> Rank
 
 
 def iterate_ranked(
-    net: Recommender, evalset: EvalSet, k: int, batch_size: int = 1024
+    net: RecommenderNet, evalset: EvalSet, k: int, batch_size: int = 1024
 ) -> Iterator[RankedBatch]:
     users, device = evalset.users, net_device(net)
     for lo in range(0, users.numel(), batch_size):
@@ -59,7 +59,7 @@ def iterate_ranked(
 
 
 def evaluate_full(
-    net: Recommender, evalset: EvalSet, ks: Sequence[int], batch_size: int = 1024
+    net: RecommenderNet, evalset: EvalSet, ks: Sequence[int], batch_size: int = 1024
 ) -> tuple[dict[str, float], list[RankedBatch]]:
     """Mean Recall@K / NDCG@K over the eval set's users, plus every user's top-max(K) list
     (in host memory), computed where the net lives."""
@@ -75,7 +75,7 @@ def evaluate_full(
 
 @torch.no_grad()
 def evaluate_sampled(
-    net: Recommender,
+    net: RecommenderNet,
     users: torch.Tensor,
     items: torch.Tensor,
     known: NegativeSampler,

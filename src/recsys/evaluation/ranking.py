@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from recsys.models.base import Recommender
+from recsys.models.base import RecommenderNet
 
 # Score entries materialised per chunk (float32: 64 MiB).
 SCORE_BUDGET = 16 * 1024 * 1024
@@ -33,7 +33,7 @@ def csr_rows(
 
 @torch.no_grad()
 def masked_topk(
-    net: Recommender,
+    net: RecommenderNet,
     users: torch.Tensor,
     seen_rows: torch.Tensor,
     seen_items: torch.Tensor,

@@ -20,8 +20,9 @@ class TrainScores(NamedTuple):
     item_sq: torch.Tensor  # [P, M]: the same for items[p, m]
 
 
-class Recommender(nn.Module):
-    """Base class: subclasses implement `score` and `score_items`."""
+class RecommenderNet(nn.Module):
+    """The network base class (the math of a recommender; the service is `serving.service`):
+    subclasses implement `score` and `score_items`."""
 
     n_users: int
     n_items: int

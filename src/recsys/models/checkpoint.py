@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from recsys.models.base import Recommender
+from recsys.models.base import RecommenderNet
 
 # Nets a checkpoint may name: a checkpoint is data, so it must not choose arbitrary code to run.
 ALLOWED_PREFIX = "recsys.models."
@@ -36,7 +36,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def build_net(spec: dict[str, Any]) -> Recommender:
+def build_net(spec: dict[str, Any]) -> RecommenderNet:
     """Instantiate a net from its spec (`_target_` + arguments), allowing recsys nets only."""
     spec = dict(spec)
     target = str(spec.pop("_target_", ""))
@@ -47,8 +47,8 @@ def build_net(spec: dict[str, Any]) -> Recommender:
         cls = getattr(importlib.import_module(module_name), cls_name, None)
     except ImportError:
         cls = None
-    if not (isinstance(cls, type) and issubclass(cls, Recommender)):
-        raise CheckpointError(f"checkpoint names '{target}', which is not a recsys Recommender")
+    if not (isinstance(cls, type) and issubclass(cls, RecommenderNet)):
+        raise CheckpointError(f"checkpoint names '{target}', which is not a recsys network")
     # Pretrained inits are already folded into the saved weights: do not reload them.
     spec.pop("pretrained_gmf", None)
     spec.pop("pretrained_mlp", None)
@@ -62,7 +62,7 @@ def net_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def load_net(path: str | Path) -> tuple[Recommender, dict[str, Any]]:
+def load_net(path: str | Path) -> tuple[RecommenderNet, dict[str, Any]]:
     """The trained net in eval mode and the checkpoint's `recsys` metadata."""
     ckpt = read_checkpoint(path)
     meta = ckpt["recsys"]

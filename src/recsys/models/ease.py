@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from recsys.models.base import Recommender
+from recsys.models.base import RecommenderNet
 from recsys.models.solvers import history_csr, history_positions, history_rows
 
 # Float32 n_items x n_items matrices alive at once while solving (the weights are released
@@ -48,7 +48,7 @@ def check_memory(n_items: int, device: torch.device, matrices: int) -> None:
         )
 
 
-class EASE(Recommender):
+class EASE(RecommenderNet):
     trainable = False  # solved in closed form (`solve`), not by gradient steps
     single_solve = True
 

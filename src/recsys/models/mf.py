@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.models.base import Recommender, TrainScores, group_rows, rows, sq_norms
+from recsys.models.base import RecommenderNet, TrainScores, group_rows, rows, sq_norms
 
 
-class MF(Recommender):
+class MF(RecommenderNet):
     def __init__(
         self,
         n_users: int,

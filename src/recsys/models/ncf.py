@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.models.base import Recommender, TrainScores, group_rows, rows, sq_norms
+from recsys.models.base import RecommenderNet, TrainScores, group_rows, rows, sq_norms
 
 # Training-time chunk budget for [users x items x first-layer width] activations (128 MiB).
 PAIR_BUDGET = 32 * 1024 * 1024
@@ -134,7 +134,7 @@ class _MLPPart(nn.Module):
         return out
 
 
-class GMF(Recommender):
+class GMF(RecommenderNet):
     """Generalized MF: a learned weighting h of the element-wise product p_u * q_i."""
 
     def __init__(
@@ -171,7 +171,7 @@ class GMF(Recommender):
         return {"item": self.item_emb.weight * self.head.weight[0]}  # the head folded in
 
 
-class MLP(Recommender):
+class MLP(RecommenderNet):
     """An MLP over concat(p_u, q_i); `layers` are the hidden widths (the last feeds the head)."""
 
     def __init__(
@@ -211,7 +211,7 @@ class MLP(Recommender):
         return {"mlp_item": self.mlp.item_part()}
 
 
-class NeuMF(Recommender):
+class NeuMF(RecommenderNet):
     """GMF and MLP towers with separate embeddings, fused by one linear head, plus an item
     bias (`item_bias`, not in the paper: see README "Model defaults").
 
@@ -350,7 +350,7 @@ def _expect(net: Any, cls: type, target: NeuMF) -> Any:
     return net
 
 
-def _expect_sizes(net: Recommender, want: dict[str, Any]) -> None:
+def _expect_sizes(net: RecommenderNet, want: dict[str, Any]) -> None:
     got = {name: getattr(net, name) for name in want}
     if got != want:
         raise ValueError(f"pretrained {type(net).__name__} has {got}; this NeuMF needs {want}")

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from recsys.models.base import Recommender
+from recsys.models.base import RecommenderNet
 
 
-class Popularity(Recommender):
+class Popularity(RecommenderNet):
     trainable = False
 
     def __init__(self, n_users: int, n_items: int) -> None:

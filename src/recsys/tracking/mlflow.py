@@ -8,6 +8,7 @@ completes that same run from rank 0 and marks it FINISHED.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import re
 import tempfile
@@ -26,19 +27,20 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from omegaconf import DictConfig, OmegaConf
 
-from recsys.data.evalsets import EvalSet, known_interactions
+from recsys.data.evalsets import EvalSet
 from recsys.data.processed import ProcessedData
 from recsys.errors import RecsysError
 from recsys.evaluation.protocols import evaluate_full
-from recsys.models.base import Recommender
-from recsys.models.checkpoint import CheckpointError, load_net, read_checkpoint
-from recsys.training.module import MONITOR_K
+from recsys.models.base import RecommenderNet
+from recsys.models.checkpoint import CheckpointError, read_checkpoint
+from recsys.packaging.bundle import MLFLOW_ARTIFACT, BundleParts, write_bundle
+from recsys.packaging.recommend import DEFAULT_K
+from recsys.packaging.sources import from_checkpoint
 
 log = logging.getLogger(__name__)
 
 REGISTERED_MODEL = "recsys"
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
-CURVES = ("train/loss", f"val/ndcg@{MONITOR_K}", f"val/recall@{MONITOR_K}")
 PLOT_KS = range(1, 51)
 TOP_K = 10
 # Test users behind the K-curves and popularity plots: a fixed sample keeps finish_run to
@@ -55,7 +57,7 @@ SIGNATURE = ModelSignature(
             ColSpec("float", "score"),
         ]
     ),
-    params=ParamSchema([ParamSpec("k", "long", 10)]),  # pyfunc_model.DEFAULT_K
+    params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)]),
 )
 # What pyfunc_model.py imports, pinned to this environment. Listed rather than inferred:
 # inference loads the model in a subprocess, which costs seconds per run.
@@ -113,10 +115,11 @@ def finish_run(
     mlflow.set_registry_uri(logger._tracking_uri)
     client, run_id = logger.experiment, logger.run_id
     data = datamodule.load()
-    if best:
-        net, meta = load_net(best)
+    parts = from_checkpoint(best, str(data.path)) if best else None
+    if parts is not None:
+        net = parts.net
     else:  # the weights in memory, moved off any accelerator without touching the trainer's
-        net, meta = copy.deepcopy(trainer.lightning_module.net).cpu().eval(), None
+        net = copy.deepcopy(trainer.lightning_module.net).cpu().eval()
     with mlflow.start_run(run_id=run_id):
         tags = {
             "input_sha256": data.metadata.get("input_sha256"),
@@ -129,7 +132,7 @@ def finish_run(
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         mlflow.log_artifact(str(data.path / "metadata.json"))
         mlflow.log_dict(dict(sorted(metrics.items())), "metrics.json")
-        curves = training_curves(client, run_id)
+        curves = training_curves(client, run_id, str(cfg.optimized_metric))
         if curves is not None:
             mlflow.log_figure(curves, "plots/training_curves.png")
         final = dict(metrics)
@@ -138,10 +141,12 @@ def finish_run(
         log_final_metrics(client, run_id, final, trainer.global_step)
         if not cfg.get("register", True):
             log.info("register=false: model not registered")
-        elif meta is None:
+        elif parts is None:
             log.warning("no best checkpoint (e.g. fast_dev_run): model not registered")
         else:
-            version = register_model(net, meta, data, run_id)
+            tested = {key: value for key, value in metrics.items() if key.startswith("test/")}
+            info = {**parts.info, "mlflow_run_id": run_id, "metrics": tested}
+            version = register_model(dataclasses.replace(parts, info=info), data, run_id)
             log.info("registered model %s version %s", REGISTERED_MODEL, version)
 
 
@@ -155,19 +160,20 @@ def log_final_metrics(
     mlflow.log_metrics({k: v for k, v in final.items() if latest.get(k) != v}, step=step)
 
 
-def training_curves(client: MlflowClient, run_id: str) -> Figure | None:
-    """Train loss and val metrics per epoch, from the run's history (None before any epoch)."""
+def training_curves(client: MlflowClient, run_id: str, monitor: str) -> Figure | None:
+    """Train loss and the monitored val metric per epoch, from the run's history (None
+    before any epoch)."""
 
     def history(name: str) -> list[Any]:
         return client.get_metric_history(run_id, metric_key(name))
 
     # Loggers only see fit-time validation (collect_metrics re-validates without them).
-    if not history(f"val/ndcg@{MONITOR_K}"):
+    if not history(monitor):
         return None
     epoch_of = {m.step: int(m.value) + 1 for m in history("epoch")}
     fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, val_ax = fig.subplots(1, 2)
-    for name in CURVES:
+    for name in ("train/loss", monitor):
         ax = loss_ax if name.startswith("train/") else val_ax
         points = sorted((epoch_of[m.step], m.value) for m in history(name) if m.step in epoch_of)
         if points:
@@ -180,7 +186,7 @@ def training_curves(client: MlflowClient, run_id: str) -> Figure | None:
     return fig
 
 
-def log_test_plots(net: Recommender, data: ProcessedData) -> dict[str, float]:
+def log_test_plots(net: RecommenderNet, data: ProcessedData) -> dict[str, float]:
     """Recall/NDCG against K and recommended-item popularity on a test-user sample; returns
     the sample's catalogue coverage and popularity bias at TOP_K."""
     tr, va, te = data.train, data.val, data.test
@@ -252,24 +258,19 @@ def popularity_figure(
     return fig
 
 
-def register_model(net: Recommender, meta: dict[str, Any], data: ProcessedData, run_id: str) -> str:
-    """Log the pyfunc of pyfunc_model.py into the active run and register it as a new
-    version of `recsys`, tagged with its run and data; returns the version."""
+def register_model(parts: BundleParts, data: ProcessedData, run_id: str) -> str:
+    """Log the pyfunc of pyfunc_model.py, with the parts written as its bundle, into the
+    active run and register it as a new version of `recsys`; returns the version."""
     sha = str(data.metadata.get("input_sha256"))
     example = pl.read_parquet(data.path / "users.parquet", n_rows=1)["user_id"].to_list()
     with tempfile.TemporaryDirectory() as tmp:
-        weights, interactions = Path(tmp) / "weights.pt", Path(tmp) / "interactions.pt"
-        torch.save({"recsys": meta, "state_dict": net.state_dict()}, weights)
-        torch.save(known_interactions(data), interactions)
+        bundle = Path(tmp, MLFLOW_ARTIFACT)
+        bundle.mkdir()
+        write_bundle(parts, bundle)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
-            artifacts={
-                "weights": str(weights),
-                "interactions": str(interactions),
-                "users": str(data.path / "users.parquet"),
-                "items": str(data.path / "items.parquet"),
-            },
+            artifacts={MLFLOW_ARTIFACT: str(bundle)},
             signature=SIGNATURE,
             input_example=pd.DataFrame({"user_id": example}),
             registered_model_name=REGISTERED_MODEL,
@@ -280,6 +281,6 @@ def register_model(net: Recommender, meta: dict[str, Any], data: ProcessedData, 
     MlflowClient().update_model_version(
         REGISTERED_MODEL,
         version,
-        description=f"recsys-train run {run_id} ({type(net).__name__}), input sha256 {sha}",
+        description=f"recsys-train run {run_id} ({type(parts.net).__name__}), input sha256 {sha}",
     )
     return version

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from recsys.models.base import Recommender, TrainScores
+from recsys.models.base import RecommenderNet, TrainScores
 
 LossTerms = tuple[torch.Tensor, torch.Tensor]
 
@@ -28,7 +28,7 @@ def _l2_per_triplet(out: TrainScores) -> torch.Tensor:
 
 
 def bpr_loss(
-    net: Recommender,
+    net: RecommenderNet,
     users: torch.Tensor,
     items: torch.Tensor,
     neg_log_q: torch.Tensor | None = None,
@@ -42,7 +42,7 @@ def bpr_loss(
 
 
 def softmax_loss(
-    net: Recommender,
+    net: RecommenderNet,
     users: torch.Tensor,
     items: torch.Tensor,
     neg_log_q: torch.Tensor | None = None,
@@ -61,7 +61,7 @@ def softmax_loss(
 
 
 # `model.loss` -> its function.
-LossFn = Callable[[Recommender, torch.Tensor, torch.Tensor, torch.Tensor | None], LossTerms]
+LossFn = Callable[[RecommenderNet, torch.Tensor, torch.Tensor, torch.Tensor | None], LossTerms]
 LOSSES: dict[str, LossFn] = {
     "bpr": bpr_loss,
     "softmax": softmax_loss,

@@ -20,7 +20,7 @@ from torchmetrics import MaxMetric
 from recsys import __version__
 from recsys.evaluation.metrics import RankingMetrics
 from recsys.evaluation.protocols import rank_batch
-from recsys.models.base import Recommender
+from recsys.models.base import RecommenderNet
 from recsys.training.loss import LOSSES, LossTerms, triplets
 
 # Solved nets (EASE, iALS, popularity) return no loss from training_step, on purpose: their
@@ -45,7 +45,7 @@ def lr_scale(
 class RecommenderModule(L.LightningModule):
     def __init__(
         self,
-        net: Recommender,
+        net: RecommenderNet,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         l2_reg: float = 0.0,

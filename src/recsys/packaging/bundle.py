@@ -1,4 +1,8 @@
-"""What `recsys-package` writes into a BentoML model and what the service reads back.
+"""The one recsys model artifact: written by `write_bundle`, read by `load_bundle`.
+
+The registered MLflow model carries it as its artifact, `recsys-package` puts it in the
+BentoML model store (copied, not rebuilt, from a registered version), and every inference
+path (the service, the MLflow pyfunc) answers from it through `recsys.packaging.recommend`.
 
 A bundle is a directory of plain data: JSON, parquet and tensors loaded with
 `torch.load(weights_only=True)`, so serving never unpickles code. It holds only what serving
@@ -10,6 +14,7 @@ for similarity.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +23,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys.models.base import Recommender
+from recsys.models.base import RecommenderNet
 from recsys.models.checkpoint import CheckpointError, build_net
 
 FORMAT_VERSION = 1
+# The bundle's name as an artifact of the registered MLflow model.
+MLFLOW_ARTIFACT = "bundle"
 INFO_FILE = "recsys.json"
 WEIGHTS_FILE = "weights.pt"
 ITEM_SIDE_FILE = "item_side.pt"
@@ -35,7 +42,7 @@ ITEMS_FILE = "items.parquet"
 class BundleParts:
     """Everything a bundle is made of, whatever the source (checkpoint or MLflow model)."""
 
-    net: Recommender
+    net: RecommenderNet
     user_ids: list[str]  # by user_idx
     item_ids: list[str]  # by item_idx
     seen_indptr: torch.Tensor  # CSR over users: items known from any split
@@ -90,7 +97,7 @@ def write_bundle(parts: BundleParts, target: str | Path) -> dict[str, Any]:
 class Bundle:
     """A loaded bundle: the net ready for scoring plus the lookups requests need."""
 
-    net: Recommender
+    net: RecommenderNet
     info: dict[str, Any]
     user_index: dict[str, int]  # users with history only: the rest are cold
     item_index: dict[str, int]
@@ -108,15 +115,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """Read a bundle written by `write_bundle` (weights_only loads throughout); the scoring
     tensors go to `device`, the id lookups stay in host memory."""
     path, device = Path(path), torch.device(device)
-    try:
-        info = json.loads((path / INFO_FILE).read_text())
-    except FileNotFoundError as err:
-        raise CheckpointError(f"'{path}' holds no {INFO_FILE}: not a recsys bundle") from err
-    if info.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"'{path}' is bundle format {info.get('format_version')}; this recsys reads "
-            f"{FORMAT_VERSION}: package the model again with this version"
-        )
+    info = read_info(path)
     net = build_net(info["net"])
     net.load_state_dict(_load(path / WEIGHTS_FILE))
     net.eval().requires_grad_(False).to(device)
@@ -151,6 +150,31 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         device=device,
         **device_of,
     )
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """The bundle's recsys.json, refused unless this recsys reads its format."""
+    path = Path(path)
+    try:
+        info = json.loads((path / INFO_FILE).read_text())
+    except FileNotFoundError as err:
+        raise CheckpointError(f"'{path}' holds no {INFO_FILE}: not a recsys bundle") from err
+    if info.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"'{path}' is bundle format {info.get('format_version')}; this recsys reads "
+            f"{FORMAT_VERSION}: package the model again with this version"
+        )
+    return info
+
+
+def copy_bundle(source: str | Path, target: str | Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Copy a written bundle into `target` byte for byte, with `info` merged into its
+    recsys.json (where it now comes from); returns the info written."""
+    source, target = Path(source), Path(target)
+    merged = {**read_info(source), **info}
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    (target / INFO_FILE).write_text(json.dumps(merged, indent=2, sort_keys=True))
+    return merged
 
 
 def _load(path: Path) -> Any:

@@ -1,25 +1,20 @@
-"""Where `recsys-package` gets a model from: a training checkpoint plus its processed directory,
-or a registered MLflow model version (`models:/recsys/N`), which carries the same parts."""
+"""Where a bundle comes from: a training checkpoint plus the processed directory it was trained
+on (its parts, written by `write_bundle`), or a registered MLflow version (`models:/recsys/N`),
+which already carries a written bundle."""
 
 from __future__ import annotations
 
 import json
-import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import torch
-import yaml
 
 from recsys.data.evalsets import known_interactions
 from recsys.data.processed import load_processed
 from recsys.errors import RecsysError
 from recsys.models.checkpoint import CheckpointError, load_net
-from recsys.serving.bundle import BundleParts
-
-log = logging.getLogger(__name__)
+from recsys.packaging.bundle import MLFLOW_ARTIFACT, BundleParts
 
 
 def from_checkpoint(ckpt_path: str, processed_dir: str | None = None) -> BundleParts:
@@ -72,49 +67,29 @@ def from_checkpoint(ckpt_path: str, processed_dir: str | None = None) -> BundleP
     )
 
 
-def from_model_uri(model_uri: str) -> BundleParts:
-    """A registered pyfunc version (see `recsys.tracking.mlflow.register_model`)."""
+def fetch_registered(model_uri: str, dst: str | Path) -> Path:
+    """Download a registered version (see `recsys.tracking.mlflow.register_model`) into
+    `dst`; returns the directory of its bundle."""
     import mlflow
+    from mlflow.models import Model
 
     if not model_uri.startswith("models:/"):
         raise RecsysError(f"model_uri must look like models:/NAME/VERSION, got '{model_uri}'")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        except Exception as err:  # MLflow raises several types for unknown names/versions/stores
-            raise RecsysError(
-                f"cannot fetch '{model_uri}' from MLflow at {mlflow.get_tracking_uri()} "
-                f"(set MLFLOW_TRACKING_URI to the store it is registered in): {err}"
-            ) from err
-        mlmodel = yaml.safe_load((local / "MLmodel").read_text())
-        artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts", {})
-        missing = {"weights", "interactions", "users", "items"} - set(artifacts)
-        if missing:
-            raise RecsysError(
-                f"'{model_uri}' is not a recsys model (no artifacts {sorted(missing)})"
-            )
-        paths = {name: local / entry["path"] for name, entry in artifacts.items()}
-        try:
-            net, meta = load_net(paths["weights"])
-        except CheckpointError as err:
-            raise RecsysError(str(err), path=model_uri) from err
-        known = torch.load(paths["interactions"], map_location="cpu", weights_only=True)
-        run_id = mlmodel.get("run_id") or meta.get("mlflow_run_id")
-        return BundleParts(
-            net=net,
-            user_ids=ids_in_order(paths["users"], "user"),
-            item_ids=ids_in_order(paths["items"], "item"),
-            seen_indptr=known["indptr"],
-            seen_indices=known["indices"],
-            popularity=known["popularity"],
-            info={
-                "source_kind": "mlflow",
-                "source": model_uri,
-                "mlflow_run_id": run_id,
-                "input_sha256": meta.get("data", {}).get("input_sha256"),
-                "metrics": _run_test_metrics(run_id, tmp) if run_id else {},
-            },
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    except Exception as err:  # MLflow raises several types for unknown names/versions/stores
+        raise RecsysError(
+            f"cannot fetch '{model_uri}' from MLflow at {mlflow.get_tracking_uri()} "
+            f"(set MLFLOW_TRACKING_URI to the store it is registered in): {err}"
+        ) from err
+    pyfunc = Model.load(str(local)).flavors.get("python_function", {})
+    artifact = pyfunc.get("artifacts", {}).get(MLFLOW_ARTIFACT)
+    if artifact is None:
+        raise RecsysError(
+            f"'{model_uri}' holds no recsys bundle (registered by another tool, or by a recsys "
+            "before 0.2): register it again with recsys-train"
         )
+    return local / artifact["path"]
 
 
 def ids_in_order(path: Path, kind: str) -> list[str]:
@@ -131,17 +106,3 @@ def ids_in_order(path: Path, kind: str) -> list[str]:
 def _test_metrics(path: Path) -> dict[str, Any]:
     metrics = json.loads(path.read_text())
     return {key: value for key, value in metrics.items() if key.startswith("test/")}
-
-
-def _run_test_metrics(run_id: str, tmp: str) -> dict[str, Any]:
-    """The run's metrics.json artifact (metric names keep their '@', unlike MLflow's)."""
-    import mlflow
-
-    try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="metrics.json", dst_path=tmp
-        )
-    except Exception as err:  # a run without the artifact (test=false) still packages
-        log.warning("no test metrics from MLflow run %s: %s", run_id, err)
-        return {}
-    return _test_metrics(Path(path))

@@ -1,5 +1,10 @@
-"""Requests answered from a bundle: top-k for users (cold users get popular items) and similar
-items. Plain torch: the BentoML service only validates and forwards, so this is testable alone.
+"""The one inference path: top-k for users from a bundle (cold users get popular items) and
+similar items. The BentoML service, the MLflow pyfunc and batch scoring all answer through
+`recommend` / `rank`; plain torch, so it is testable without a server.
+
+Known users are ranked by `recsys.evaluation.ranking.masked_topk`, the kernel validation and
+`recsys-eval` use too; only the mask differs: here every item the user ever interacted with
+(train, val and test), there the items seen before the evaluated split.
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from recsys.evaluation.ranking import csr_rows, masked_topk
-from recsys.serving.bundle import Bundle
+from recsys.packaging.bundle import Bundle
 
 POPULAR = "popular"
+DEFAULT_K = 10  # items per user when a request does not say
 
 
 class UnknownItem(KeyError):
@@ -45,6 +51,14 @@ class Ranked:
 
 def queries(bundle: Bundle, user_ids: Sequence[str], k: int, exclude_seen: bool) -> list[Query]:
     return [Query(bundle.user_index.get(u, -1), k, exclude_seen) for u in user_ids]
+
+
+def recommend(
+    bundle: Bundle, user_ids: Sequence[str], k: int, exclude_seen: bool = True
+) -> list[Ranked]:
+    """Each user's top-k item ids and scores, in order; unknown users get the popular items
+    (`fallback="popular"`)."""
+    return rank(bundle, queries(bundle, user_ids, k, exclude_seen))
 
 
 @torch.inference_mode()
