@@ -58,11 +58,48 @@ def train_tracked(
     return train(cfg)
 
 
+# The server binaries the fixture runs, and where Debian's `postgresql` package puts them
+# (not on PATH).
+PG_TOOLS = ("initdb", "pg_ctl")
+DEBIAN_POSTGRES = Path("/usr/lib/postgresql")
+
+
+def in_ci() -> bool:
+    """Whether this is a CI run (CI=true, as `.ci/run`'s runner and CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding PostgreSQL's `initdb` and `pg_ctl`: on PATH, else the newest
+    DEBIAN_POSTGRES/N/bin; None when there is neither."""
+    on_path = [shutil.which(tool) for tool in PG_TOOLS]
+    if all(on_path):
+        return Path(on_path[0]).parent  # type: ignore[arg-type]
+    found = [d for d in DEBIAN_POSTGRES.glob("*/bin") if all((d / t).is_file() for t in PG_TOOLS)]
+    found.sort(key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else -1)
+    return found[-1] if found else None
+
+
+def require_postgres_bin() -> Path:
+    """`postgres_bin()`, or a skip on a developer's machine, or a failure under CI=true: a
+    CI machine without the server must not go green with the PostgreSQL tests unrun."""
+    bindir = postgres_bin()
+    if bindir is not None:
+        return bindir
+    missing = (
+        f"PostgreSQL server binaries ({', '.join(PG_TOOLS)}) are neither on PATH nor in "
+        f"{DEBIAN_POSTGRES}/*/bin; install them (Debian: apt-get install postgresql)"
+    )
+    if in_ci():
+        pytest.fail(f"CI=true, and the PostgreSQL tracking tests cannot run: {missing}")
+    pytest.skip(missing)
+
+
 @pytest.fixture(scope="session")
 def postgres_uri() -> Iterator[str]:
-    """A throwaway PostgreSQL 15 server with an empty `mlflow` database, for the session."""
-    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not on PATH")
+    """A throwaway PostgreSQL server with an empty `mlflow` database, for the session (skipped
+    without the server binaries, failed instead under CI=true: see `require_postgres_bin`)."""
+    bindir = require_postgres_bin()
     # The server refuses to run as root; in /tmp (not pytest's 0700 tree) so its user can enter.
     root = Path(tempfile.mkdtemp(prefix="recsys-pg-"))
     as_owner: list[str] = []
@@ -76,9 +113,10 @@ def postgres_uri() -> Iterator[str]:
         assert done.returncode == 0, f"{args[0]} failed: {done.stderr}"
 
     try:
-        pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        initdb, pg_ctl = str(bindir / "initdb"), str(bindir / "pg_ctl")
+        pg(initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root}"
-        pg("pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+        pg(pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
         try:
             conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres")
             conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
@@ -88,6 +126,6 @@ def postgres_uri() -> Iterator[str]:
             # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the dev extra has psycopg2.
             yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
         finally:
-            pg("pg_ctl", "-D", str(data), "stop", "-m", "immediate")
+            pg(pg_ctl, "-D", str(data), "stop", "-m", "immediate")
     finally:
         shutil.rmtree(root, ignore_errors=True)
