@@ -1,4 +1,4 @@
-"""Render the Helm chart offline (no helm binary, no cluster) into Kubernetes objects."""
+"""Render the Helm charts offline (no helm binary, no cluster) into Kubernetes objects."""
 
 from __future__ import annotations
 
@@ -8,23 +8,26 @@ from typing import Any
 import helm_python as helm
 import yaml
 
-CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "recsys"
+CHARTS = Path(__file__).resolve().parents[2] / "deploy" / "helm"
+SERVING_CHART = CHARTS / "recsys"
+TRAINING_CHART = CHARTS / "recsys-training"
 
 
 def render(
     values: dict[str, Any] | None = None,
     *,
+    chart: Path = SERVING_CHART,
     release: str = "recsys",
     namespace: str = "default",
     revision: int = 1,
 ) -> list[dict[str, Any]]:
-    """The objects an install of the chart with `values` creates, `helm test` hooks included.
+    """The objects an install of `chart` with `values` creates, `helm test` hooks included.
 
     Values go through the chart's schema as in `helm install`; bad ones raise HelmValuesError,
     a failing template (e.g. a `required` value) HelmRenderError.
     """
-    with helm.Chart.load(CHART) as chart:
-        files = chart.render(
+    with helm.Chart.load(chart) as loaded:
+        files = loaded.render(
             values, name=release, namespace=namespace, revision=revision, is_install=True
         )
     return [
@@ -37,8 +40,14 @@ def render(
 
 
 def train_command(values: dict[str, Any]) -> str:
-    """The shell command every training node runs (`/bin/sh -c <it>`); needs training on."""
-    (job,) = (obj for obj in render(values) if obj["kind"] == "Job")
+    """The shell command every node of the training chart's Indexed Job runs (`/bin/sh -c <it>`).
+
+    Values written for both charts are accepted: keys the training chart lacks (the service's
+    `image`, ...) are dropped, so one values file can describe a whole deployment.
+    """
+    own = yaml.safe_load((TRAINING_CHART / "values.yaml").read_text())
+    training_values = {key: value for key, value in values.items() if key in own}
+    (job,) = (obj for obj in render(training_values, chart=TRAINING_CHART) if obj["kind"] == "Job")
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["/bin/sh", "-c"]
     return container["args"][0]

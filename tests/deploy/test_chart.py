@@ -1,31 +1,23 @@
-"""The Helm chart offline: lint, values schema, and the rendered objects checked against
-Kubernetes' own (strict) schemas and the chart's promises (SPEC section 7)."""
+"""The serving chart deploy/helm/recsys offline: lint, values schema, and the rendered objects
+checked against Kubernetes' own (strict) schemas and the chart's promises."""
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
 import pytest
 
-from tests.deploy.render import CHART, render, train_command
+from tests.deploy.render import SERVING_CHART as CHART
+from tests.deploy.render import TRAINING_CHART, render
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a recent one.
 KUBE_VERSIONS = ["1.29.0", "1.33.0"]
 IMAGE = {"image": {"repository": "registry.example.com/recsys", "tag": "0.1.0"}}
-TRAINING = {
-    "enabled": True,
-    "nodes": 3,
-    "gpusPerNode": 4,
-    "image": {"repository": "registry.example.com/trainer"},
-    "data": {"existingClaim": "recsys-data"},
-}
 FULL = {
     **IMAGE,
     "gpu": 1,
-    "training": TRAINING,
     "ingress": {"enabled": True, "className": "nginx", "tls": [{"secretName": "recsys-tls"}]},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
     "networkPolicy": {"ingressFrom": [{"namespaceSelector": {"matchLabels": {"team": "web"}}}]},
@@ -81,8 +73,8 @@ def test_lint_strict(values):
 
 def test_kinds(defaults, full):
     assert {obj["kind"] for obj in defaults} == SERVING_KINDS
-    assert {obj["kind"] for obj in full} == SERVING_KINDS | {"Job", "Ingress", "ServiceMonitor"}
-    assert [obj["kind"] for obj in full].count("Service") == 2  # the service and the headless one
+    assert {obj["kind"] for obj in full} == SERVING_KINDS | {"Ingress", "ServiceMonitor"}
+    assert [obj["kind"] for obj in full].count("Service") == 1  # training is its own chart
     off = {
         "autoscaling": {"enabled": False},
         "podDisruptionBudget": {"enabled": False},
@@ -118,9 +110,20 @@ def test_service_monitor(full):
     assert endpoint["interval"] == "30s"
 
 
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+# OpenShift's restricted-v2 SCC assigns the uid and fsGroup itself (docs/CHART.md).
+OPENSHIFT = ",".join(
+    f"podSecurityContext.{key}=null" for key in ("runAsUser", "runAsGroup", "fsGroup")
+)
+
+
 @pytest.mark.parametrize(
-    ("kind", "component", "uid"),
-    [("Deployment", "server", 1034), ("Job", "training", 1034), ("Pod", "test", 65534)],
+    ("kind", "component", "uid"), [("Deployment", "server", 1034), ("Pod", "test", 65534)]
 )
 def test_restricted_security(full, kind, component, uid):
     spec = pod_spec(one(full, kind, component))
@@ -133,12 +136,50 @@ def test_restricted_security(full, kind, component, uid):
     }
     assert spec["automountServiceAccountToken"] is False
     for container in spec["containers"]:
-        assert container["securityContext"] == {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
+        assert container["securityContext"] == RESTRICTED_CONTAINER
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_openshift_drops_the_fixed_ids(version):
+    """`--set ...=null` deletes the defaults' keys: no uid, gid or fsGroup for the SCC to refuse,
+    on the serving pods and on the `helm test` pod alike; the rest stays restricted."""
+    objects = render({**IMAGE, **helm.parse_set_string(OPENSHIFT)})
+    for kind in ("Deployment", "Pod"):
+        obj = one(objects, kind)
+        spec = pod_spec(obj)
+        assert spec["securityContext"] == {
             "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
         }
+        assert spec["containers"][0]["securityContext"] == RESTRICTED_CONTAINER
+        kubernetes_validate.validate(obj, version, strict=True)
+    report = helm.lint(CHART, {**IMAGE, **helm.parse_set_string(OPENSHIFT)}, strict=True)
+    assert report["errors"] == []
+
+
+def test_security_contexts_are_values():
+    values = {
+        **IMAGE,
+        "podSecurityContext": {"runAsUser": 2000, "supplementalGroups": [3000]},
+        "securityContext": {"readOnlyRootFilesystem": False},
+    }
+    objects = render(values)
+    spec = pod_spec(one(objects, "Deployment"))
+    assert spec["securityContext"]["runAsUser"] == 2000  # merged into the defaults
+    assert spec["securityContext"]["fsGroup"] == 1034
+    assert spec["securityContext"]["supplementalGroups"] == [3000]
+    assert spec["containers"][0]["securityContext"] == {
+        **RESTRICTED_CONTAINER,
+        "readOnlyRootFilesystem": False,
+    }
+    assert pod_spec(one(objects, "Pod"))["securityContext"]["runAsUser"] == 65534
+    # null drops a whole context.
+    bare = render({**IMAGE, "podSecurityContext": None, "securityContext": None})
+    for obj in bare:
+        if obj["kind"] in ("Deployment", "Pod"):
+            spec = pod_spec(obj)
+            assert "securityContext" not in spec
+            assert "securityContext" not in spec["containers"][0]
 
 
 def test_service_account_token_not_mounted(defaults):
@@ -246,16 +287,27 @@ def test_service_hpa_pdb(defaults):
     assert custom["spec"]["minAvailable"] == "50%" and "maxUnavailable" not in custom["spec"]
 
 
-def test_selectors_split_serving_from_training(full):
+def test_selectors_take_the_serving_pods_only(full):
+    """The Service, PDB and NetworkPolicy select the serving pods, neither the `helm test` pod nor
+    the training pods of a recsys-training release of the same name."""
     serving = one(full, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    training = one(full, "Job")["spec"]["template"]["metadata"]["labels"]
+    test_pod = one(full, "Pod")["metadata"]["labels"]
+    training_values = {
+        "training": {
+            "image": {"repository": "registry.example.com/trainer"},
+            "data": {"existingClaim": "recsys-data"},
+        }
+    }
+    job = one(render(training_values, chart=TRAINING_CHART), "Job")
+    training = job["spec"]["template"]["metadata"]["labels"]
     for obj, selector in [
         (one(full, "Service", "server"), lambda o: o["spec"]["selector"]),
         (one(full, "PodDisruptionBudget"), lambda o: o["spec"]["selector"]["matchLabels"]),
         (one(full, "NetworkPolicy"), lambda o: o["spec"]["podSelector"]["matchLabels"]),
     ]:
         labels = selector(obj).items()
-        assert labels <= serving.items() and not labels <= training.items(), obj["kind"]
+        assert labels <= serving.items(), obj["kind"]
+        assert not labels <= training.items() and not labels <= test_pod.items(), obj["kind"]
 
 
 def test_network_policy(defaults, full):
@@ -289,93 +341,11 @@ def test_helm_test_hook(defaults):
     assert pod["spec"]["restartPolicy"] == "Never"
 
 
-def test_training_job(full):
-    job = one(full, "Job")
-    headless = one(full, "Service", "training")
-    spec = pod_spec(job)
-    assert job["spec"]["completionMode"] == "Indexed"
-    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
-    assert spec["restartPolicy"] == "Never"
-    assert headless["spec"]["clusterIP"] == "None"
-    assert headless["spec"]["publishNotReadyAddresses"] is True
-    assert spec["subdomain"] == headless["metadata"]["name"]
-    assert (
-        headless["spec"]["selector"].items()
-        <= job["spec"]["template"]["metadata"]["labels"].items()
-    )
-    (container,) = spec["containers"]
-    assert container["image"] == "registry.example.com/trainer:0.1.0"
-    gpus = {"nvidia.com/gpu": 4}
-    assert gpus.items() <= container["resources"]["requests"].items()
-    assert gpus.items() <= container["resources"]["limits"].items()
-    env = env_of(container)
-    assert env["OMP_WAIT_POLICY"]["value"] == "PASSIVE"
-    uid_ref = env["JOB_UID"]["valueFrom"]["fieldRef"]["fieldPath"]
-    assert uid_ref == "metadata.labels['batch.kubernetes.io/controller-uid']"
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    assert volumes[mounts["/data"]]["persistentVolumeClaim"] == {"claimName": "recsys-data"}
-    assert volumes[mounts["/tmp"]]["emptyDir"] == {}
-    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
-
-
 def test_an_all_digit_tag_set_as_a_number_is_used_as_is():
     """`--set image.tag=123` arrives as an integer: the schema takes it, the image keeps it."""
     objects = render({"image": {"repository": "registry.example.com/recsys", "tag": 123}})
     (container,) = pod_spec(one(objects, "Deployment"))["containers"]
     assert container["image"] == "registry.example.com/recsys:123"
-
-
-def test_training_image_keeps_the_service_tag():
-    objects = render({**IMAGE, "training": TRAINING})
-    (container,) = pod_spec(one(objects, "Job"))["containers"]
-    assert container["image"] == "registry.example.com/trainer:0.1.0"
-
-
-def test_train_command_gpu():
-    command = train_command({**IMAGE, "training": TRAINING})
-    assert command == (
-        "exec torchrun --nnodes=3 --nproc-per-node=4 --node-rank=$JOB_COMPLETION_INDEX"
-        " --master-addr=recsys-train-1-0.recsys-train --master-port=29500 --no-python"
-        " recsys-train trainer=ddp trainer.num_nodes=3 trainer.devices=4"
-        " data.processed_dir=/data/processed hydra.run.dir=/data/runs/$JOB_UID logger=mlflow"
-    )
-
-
-def test_train_command_cpu_and_extra_args():
-    args = ["model=neumf", "tags=[multi node]", "trainer.max_epochs=5", "it's"]
-    training = {
-        **TRAINING,
-        "nodes": 2,
-        "gpusPerNode": 0,
-        "runDir": "/data/my runs/",
-        "extraArgs": args,
-    }
-    words = shlex.split(train_command({**IMAGE, "training": training}))
-    assert words[:4] == ["exec", "torchrun", "--nnodes=2", "--nproc-per-node=1"]
-    assert "trainer.num_nodes=2" in words and "trainer.devices=1" in words
-    assert "hydra.run.dir=/data/my runs/$JOB_UID" in words
-    # CPU nodes: one gloo process each, then the user's overrides (which may override those).
-    tail = words[words.index("logger=mlflow") + 1 :]
-    assert tail == ["trainer.accelerator=cpu", "trainer.strategy.process_group_backend=gloo", *args]
-
-
-@pytest.mark.parametrize(
-    ("mlflow", "expected"),
-    [
-        ({"trackingUri": "http://mlflow:5000"}, {"value": "http://mlflow:5000"}),
-        (
-            {"trackingUri": "ignored", "existingSecret": {"name": "mlflow", "key": "uri"}},
-            {"valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "uri"}}},
-        ),
-        ({}, {"value": "sqlite:////data/runs/mlflow.db"}),
-    ],
-    ids=["value", "secret", "default"],
-)
-def test_mlflow_tracking_uri(mlflow, expected):
-    objects = render({**IMAGE, "training": {**TRAINING, "mlflow": mlflow}})
-    (container,) = pod_spec(one(objects, "Job"))["containers"]
-    assert env_of(container)["MLFLOW_TRACKING_URI"] == {"name": "MLFLOW_TRACKING_URI", **expected}
 
 
 @pytest.mark.parametrize(
@@ -386,10 +356,11 @@ def test_mlflow_tracking_uri(mlflow, expected):
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"replicas": 2}, "'replicas'"),
         ({"image": {"repository": "r", "digest": "sha256:0"}}, "'digest'"),
-        ({"training": {"nodes": 0}}, "/training/nodes"),
-        ({"training": {"gpusPerNode": -1}}, "/training/gpusPerNode"),
         ({"service": {"port": 70000}}, "/service/port"),
-        ({"training": {"masterPort": "29500"}}, "/training/masterPort"),
+        ({"podSecurityContext": {"runAsUser": -1}}, "/podSecurityContext/runAsUser"),
+        ({"podSecurityContext": {"runAsUsr": 1}}, "'runAsUsr'"),
+        ({"securityContext": {"capabilities": {"drop": "ALL"}}}, "/securityContext/capabilities"),
+        ({"podSecurityContext": {"seccompProfile": {"type": "Default"}}}, "seccompProfile"),
         ({"resources": {"limits": {"memory": "2GB"}}}, "/resources/limits/memory"),
         (
             {"podDisruptionBudget": {"maxUnavailable": "half"}},
@@ -408,12 +379,12 @@ def test_bad_values_refused(values, named):
     ("values", "message"),
     [
         (
-            {"training": {**TRAINING, "data": {"existingClaim": ""}}},
-            "training.data.existingClaim is required",
+            {"training": {"enabled": True}},
+            "training moved to its own chart, deploy/helm/recsys-training",
         ),
         (
-            {"training": {**TRAINING, "image": {"repository": ""}}},
-            "training.image.repository is required",
+            {"training": {"enabled": False}},
+            "training moved to its own chart, deploy/helm/recsys-training",
         ),
         (
             {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
@@ -429,8 +400,8 @@ def test_bad_values_refused(values, named):
         ),
     ],
     ids=[
-        "training-without-claim",
-        "training-without-image",
+        "training-enabled",
+        "training-disabled",
         "min-over-max",
         "hpa-without-cpu-request",
         "empty-pdb",

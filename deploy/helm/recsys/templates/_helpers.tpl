@@ -51,19 +51,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-The serving pods only: Service, PDB and NetworkPolicy must never select training pods.
+The serving pods only: Service, PDB and NetworkPolicy select them, never the `helm test` pod.
 */}}
 {{- define "recsys.serverSelectorLabels" -}}
 {{ include "recsys.selectorLabels" . }}
 app.kubernetes.io/component: server
-{{- end }}
-
-{{/*
-The training pods only (the headless Service's selector).
-*/}}
-{{- define "recsys.trainingSelectorLabels" -}}
-{{ include "recsys.selectorLabels" . }}
-app.kubernetes.io/component: training
 {{- end }}
 
 {{/*
@@ -85,38 +77,31 @@ The service image; the tag defaults to the chart's appVersion.
 {{- end }}
 
 {{/*
-The training image: recsys with its training stack (deploy/docker/train.Dockerfile). The
-Bento image serves only (no Lightning, Hydra or MLflow), so there is no default repository.
+Values the chart refuses with a message the schema could not give.
 */}}
-{{- define "recsys.trainingImage" -}}
-{{- $repository := required "training.image.repository is required when training.enabled=true: an image with recsys and its training dependencies, e.g. built from deploy/docker/train.Dockerfile (the Bento image only serves)" .Values.training.image.repository }}
-{{- $tag := .Values.training.image.tag | toString | default (.Values.image.tag | toString) | default .Chart.AppVersion }}
-{{- printf "%s:%s" $repository $tag }}
+{{- define "recsys.checkValues" -}}
+{{- if not (kindIs "invalid" .Values.training) }}
+{{- fail "training moved to its own chart, deploy/helm/recsys-training, with the same training.* values: `helm install train-1 deploy/helm/recsys-training --set training.image.repository=... --set training.data.existingClaim=...`; drop training from this chart's values" }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (not (dig "requests" "cpu" "" .Values.resources)) }}
+{{- fail "autoscaling.enabled needs resources.requests.cpu: the HPA's utilization target is a share of it" }}
+{{- end }}
 {{- end }}
 
 {{/*
-Restricted pod securityContext (Pod Security Standards "restricted") for the uid/gid given;
-1034 is the `bentoml` user that `bentoml containerize` creates and that owns the Bento.
+The `helm test` pod's securityContext: podSecurityContext with uid/gid 65534 (nobody; busybox has
+no user of its own) in place of each id it sets, so dropping an id (OpenShift) drops it here too.
 */}}
-{{- define "recsys.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: {{ . }}
-runAsGroup: {{ . }}
-fsGroup: {{ . }}
-seccompProfile:
-  type: RuntimeDefault
+{{- define "recsys.testPodSecurityContext" -}}
+{{- $context := deepCopy (.Values.podSecurityContext | default dict) }}
+{{- range $key := list "runAsUser" "runAsGroup" "fsGroup" }}
+{{- if hasKey $context $key }}
+{{- $_ := set $context $key 65534 }}
 {{- end }}
-
-{{/*
-Restricted container securityContext.
-*/}}
-{{- define "recsys.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-capabilities:
-  drop:
-    - ALL
+{{- end }}
+{{- with $context }}
+{{- toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -131,61 +116,4 @@ Call with (dict "resources" <requests/limits> "gpu" <count>).
 {{- $_ := set $resources "limits" (merge (dict "nvidia.com/gpu" $gpu) ($resources.limits | default dict)) }}
 {{- end }}
 {{- toYaml $resources }}
-{{- end }}
-
-{{/*
-Names of the training Job and its headless Service. The Job carries the release revision:
-its pod template is immutable, so each install/upgrade starts a new Job. Its pods' hostnames
-are `<job>-<index>` and must stay within 63 characters.
-*/}}
-{{- define "recsys.trainServiceName" -}}
-{{- printf "%s-train" (include "recsys.fullname" . | trunc 50 | trimSuffix "-") }}
-{{- end }}
-
-{{- define "recsys.trainJobName" -}}
-{{- printf "%s-%d" (include "recsys.trainServiceName" .) (int .Release.Revision) }}
-{{- end }}
-
-{{/*
-One shell word: kept as is when it holds no shell syntax, single-quoted otherwise.
-*/}}
-{{- define "recsys.shellWord" -}}
-{{- if regexMatch "^[A-Za-z0-9_./:=@+,%-]+$" . }}
-{{- . }}
-{{- else }}
-{{- printf "'%s'" (replace "'" "'\\''" .) }}
-{{- end }}
-{{- end }}
-
-{{/*
-The command each training node runs through `/bin/sh -c`: $JOB_COMPLETION_INDEX (set by the
-Indexed Job) is the node rank, pod 0 is the master, $JOB_UID names the run directory. `exec`
-makes torchrun the shell's successor so it receives SIGTERM and stops its workers. With no
-GPUs, each node runs one gloo process on CPU.
-*/}}
-{{- define "recsys.trainCommand" -}}
-{{- $t := .Values.training }}
-{{- $nodes := int $t.nodes }}
-{{- $gpus := int $t.gpusPerNode }}
-{{- $procs := max 1 $gpus }}
-{{- $master := printf "%s-0.%s" (include "recsys.trainJobName" .) (include "recsys.trainServiceName" .) }}
-{{- $words := list "exec" "torchrun"
-  (printf "--nnodes=%d" $nodes)
-  (printf "--nproc-per-node=%d" $procs)
-  "--node-rank=$JOB_COMPLETION_INDEX"
-  (printf "--master-addr=%s" $master)
-  (printf "--master-port=%d" (int $t.masterPort))
-  "--no-python" "recsys-train" "trainer=ddp"
-  (printf "trainer.num_nodes=%d" $nodes)
-  (printf "trainer.devices=%d" $procs)
-  (include "recsys.shellWord" (printf "data.processed_dir=%s" $t.processedDir))
-  (printf "%s/$JOB_UID" (include "recsys.shellWord" (printf "hydra.run.dir=%s" (trimSuffix "/" $t.runDir))))
-  "logger=mlflow" }}
-{{- if eq $gpus 0 }}
-{{- $words = concat $words (list "trainer.accelerator=cpu" "trainer.strategy.process_group_backend=gloo") }}
-{{- end }}
-{{- range $t.extraArgs }}
-{{- $words = append $words (include "recsys.shellWord" .) }}
-{{- end }}
-{{- join " " $words }}
 {{- end }}
