@@ -230,3 +230,53 @@ def test_optuna_search_runs_trials(small_processed, in_tmp):
     assert res.returncode == 0, res.stderr
     best = (in_tmp / "optuna" / "optimization_results.yaml").read_text()
     assert "best_params" in best and "best_value" in best
+
+
+def test_neumf_pretrained_starts_from_the_gmf_and_mlp_checkpoints(small_processed, in_tmp):
+    """The NCF paper's recipe through the console script (conf/experiment/neumf_pretrained.yaml):
+    NeuMF's towers start as the trained GMF's and MLP's, the head as alpha * h_gmf and
+    (1 - alpha) * h_mlp. With the learning rate at 0 training leaves them as loaded, so the
+    NeuMF checkpoint must hold the pretrained tensors exactly (a random init never does)."""
+    from recsys.models import GMF, MLP, NeuMF
+    from recsys.models.checkpoint import load_net
+
+    for model in ("gmf", "mlp"):
+        res = cli(
+            "recsys-train",
+            in_tmp,
+            f"data.processed_dir={small_processed}",
+            f"model={model}",
+            "trainer.max_epochs=1",
+            "test=false",
+            f"hydra.run.dir={in_tmp / model}",
+            *QUIET,
+        )
+        assert res.returncode == 0, res.stderr
+    gmf_ckpt, mlp_ckpt = (in_tmp / m / "checkpoints" / "best.ckpt" for m in ("gmf", "mlp"))
+    res = cli(
+        "recsys-train",
+        in_tmp,
+        f"data.processed_dir={small_processed}",
+        "experiment=neumf_pretrained",
+        f"model.net.pretrained_gmf={gmf_ckpt}",
+        f"model.net.pretrained_mlp={mlp_ckpt}",
+        "model.optimizer.lr=0",
+        "trainer.max_epochs=1",
+        "test=false",
+        f"hydra.run.dir={in_tmp / 'neumf'}",
+        *QUIET,
+    )
+    assert res.returncode == 0, res.stderr
+    gmf, _ = load_net(gmf_ckpt)
+    mlp, _ = load_net(mlp_ckpt)
+    neumf, _ = load_net(in_tmp / "neumf" / "checkpoints" / "best.ckpt")
+    assert isinstance(gmf, GMF) and isinstance(mlp, MLP) and isinstance(neumf, NeuMF)
+    assert neumf.alpha == 0.5
+    assert torch.equal(neumf.gmf_user.weight, gmf.user_emb.weight)
+    assert torch.equal(neumf.gmf_item.weight, gmf.item_emb.weight)
+    tower, pretrained_tower = neumf.mlp.state_dict(), mlp.mlp.state_dict()
+    assert tower.keys() == pretrained_tower.keys()
+    for name, tensor in pretrained_tower.items():
+        assert torch.equal(tower[name], tensor), name
+    assert torch.equal(neumf.gmf_head, 0.5 * gmf.head.weight[0])  # halving is exact
+    assert torch.equal(neumf.mlp_head, 0.5 * mlp.head.weight[0])
