@@ -14,7 +14,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from recsys.data.options import SplitKind, SyntheticSpec
+from recsys.data.options import BatchOptions, PrepareOptions, SplitKind, SyntheticSpec
+from recsys.evaluation import DEFAULT_KS
 
 # The configs live at the project root (src/recsys/config.py -> <root>/conf), which an
 # editable install keeps; RECSYS_CONFIG_DIR points elsewhere (e.g. a copied conf/).
@@ -25,27 +26,26 @@ CONFIG_DIR = Path(
 
 @dataclass
 class DataConfig:
-    """Where the data lives, how raw reviews become the processed directory (recsys-preprocess)
-    and how training batches are drawn from it (recsys-train's LightningDataModule)."""
+    """Where the data lives, how raw reviews become the processed directory (recsys-preprocess,
+    defaults: PrepareOptions) and how training batches are drawn from it (recsys-train's
+    LightningDataModule, defaults: BatchOptions). conf/data/default.yaml sets no value twice."""
 
     _target_: str = "recsys.data.datamodule.RecsysDataModule"
+    # Raw reviews (.jsonl or .jsonl.gz, Amazon Reviews 2023 or 2014/2018 schema).
     input: str | None = None
     processed_dir: str = MISSING
-    min_interactions: int = 5
-    split: SplitKind = SplitKind.temporal
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    # An integer, or "auto" (sized to the data: RecsysDataModule.train_batch_size).
-    batch_size: Any = "auto"
-    num_negatives: int = 16
-    eval_batch_size: int = 1024
-    val_max_users: int | None = 4096
-    seed: int = 0
-    # Draw train positives by recency: weight halves every this many days before the newest
-    # interaction (null: uniform, every interaction once per epoch).
-    recency_half_life_days: float | None = None
-    # Draw negatives in proportion to train count ** this (0: uniform; 1: as positives occur).
-    negative_popularity_exponent: float = 0.0
+    min_interactions: int = PrepareOptions.min_interactions
+    split: SplitKind = PrepareOptions.split
+    val_fraction: float = PrepareOptions.val_fraction
+    test_fraction: float = PrepareOptions.test_fraction
+    # An integer, or "auto" (Any: OmegaConf has no int | str).
+    batch_size: Any = BatchOptions.batch_size
+    num_negatives: int = BatchOptions.num_negatives
+    eval_batch_size: int = BatchOptions.eval_batch_size
+    val_max_users: int | None = BatchOptions.val_max_users
+    seed: int = BatchOptions.seed
+    recency_half_life_days: float | None = BatchOptions.recency_half_life_days
+    negative_popularity_exponent: float = BatchOptions.negative_popularity_exponent
 
 
 class LrScaling(StrEnum):
@@ -74,7 +74,8 @@ class ModuleConfig:
     scheduler: Any = None
     l2_reg: float = 0.0
     loss: Loss = Loss.softmax
-    ks: list[int] = field(default_factory=lambda: [10, 20])
+    # Cutoffs of the val/test Recall@K and NDCG@K (K=10 is always added: it selects epochs).
+    ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS))
     # optimizer.lr is the rate at lr_reference_batch; other batches scale it by this rule.
     lr_scaling: LrScaling = LrScaling.sqrt
     lr_reference_batch: int = 1024
@@ -92,16 +93,23 @@ class Protocol(StrEnum):
 
 @dataclass
 class EvalOptions:
-    """recsys-eval's `eval.*` settings (SPEC section 5)."""
+    """recsys-eval's `eval.*` settings (docs/REFERENCE.md, Evaluation)."""
 
+    # Where metrics.json, topk.parquet and intervals.json go (written atomically).
     output_dir: str = MISSING
-    k: list[int] = field(default_factory=lambda: [10, 20])
+    # Cutoffs; topk.parquet keeps max(k) items per user.
+    k: list[int] = field(default_factory=lambda: list(DEFAULT_KS))
+    # full: rank all unseen items; sampled: the NCF paper's held-out item against 99 sampled
+    # negatives.
     protocol: Protocol = Protocol.full
     batch_size: int = 1024
+    # The sampled protocol's negatives per held-out item; the seed of its draws and of the
+    # bootstrap.
     n_negatives: int = 99
     seed: int = 0
+    # Where scoring runs: auto (the GPU when torch sees one), cpu, cuda or cuda:N.
     device: str = "auto"
-    # Percentile-bootstrap resamples of the test users for intervals.json (0: none).
+    # intervals.json: percentile-bootstrap resamples of the test users per metric (0: none).
     bootstrap: int = 1000
     confidence: float = 0.95
 

@@ -11,11 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.evalsets import EvalBatches, EvalSet, build_csr
+from recsys.data.evalsets import EvalBatches, EvalSet
 from recsys.evaluation.metrics import RankingMetrics, recall_ndcg
 from recsys.evaluation.protocols import evaluate_full, rank_batch
-from recsys.evaluation.ranking import csr_rows, masked_topk
+from recsys.evaluation.ranking import masked_topk
 from recsys.models import MF, NeuMF
+from recsys.sparse import build_csr, csr_rows
 from tests.evaluation.helpers import TableNet
 
 

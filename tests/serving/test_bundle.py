@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recsys.evaluation.ranking import csr_rows
 from recsys.models import EASE, IALS
 from recsys.models.mf import MF
 from recsys.models.ncf import GMF, MLP, NeuMF
@@ -21,6 +20,7 @@ from recsys.packaging.recommend import (
     rank,
     similar,
 )
+from recsys.sparse import csr_rows
 
 N_USERS, N_ITEMS = 40, 30
 

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from recsys.data.evalsets import EvalBatches, EvalSet
+from recsys.data.options import BatchOptions
 from recsys.data.processed import Interactions, ProcessedData, load_processed
 from recsys.data.sampling import (
     BPRGroups,
@@ -53,13 +54,13 @@ class RecsysDataModule(L.LightningDataModule):
     def __init__(
         self,
         processed_dir: str,
-        batch_size: int | str = "auto",
-        num_negatives: int = 16,
-        eval_batch_size: int = 1024,
-        val_max_users: int | None = 4096,
-        seed: int = 0,
-        recency_half_life_days: float | None = None,
-        negative_popularity_exponent: float = 0.0,
+        batch_size: int | str = BatchOptions.batch_size,
+        num_negatives: int = BatchOptions.num_negatives,
+        eval_batch_size: int = BatchOptions.eval_batch_size,
+        val_max_users: int | None = BatchOptions.val_max_users,
+        seed: int = BatchOptions.seed,
+        recency_half_life_days: float | None = BatchOptions.recency_half_life_days,
+        negative_popularity_exponent: float = BatchOptions.negative_popularity_exponent,
         fit_on_val: bool = False,
         **preprocess_options: Any,  # the data group's recsys-preprocess settings; unused here
     ) -> None:
@@ -131,7 +132,6 @@ class RecsysDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         data = self.load()
-        va, te = data.val, data.test
         tr = self.fit_split()
         if stage in (None, "fit") and self.sampler is None:
             # Sampling and batching run where the model trains: no batch crosses the bus.
@@ -152,17 +152,10 @@ class RecsysDataModule(L.LightningDataModule):
             except ValueError as err:
                 raise RecsysError(str(err), path=data.path / "train.parquet") from err
         if stage in (None, "fit", "validate") and self.val_set is None and not self.fit_on_val:
-            self.val_set = EvalSet.build(
-                [(tr.users, tr.items)], (va.users, va.items), data.n_users,
-                max_users=self.val_max_users, seed=self.seed,
-            )  # fmt: skip
+            self.val_set = EvalSet.for_split(data, "val", self.val_max_users, self.seed)
         if stage in (None, "test") and self.test_set is None:
-            train = data.train  # train + val are seen at test time, refit or not
-            self.test_set = EvalSet.build(
-                [(train.users, train.items), (va.users, va.items)],
-                (te.users, te.items),
-                data.n_users,
-            )
+            # Train + val are seen at test time, refit on them or not.
+            self.test_set = EvalSet.for_split(data, "test")
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -12,18 +12,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from recsys.data.processed import ProcessedData
-from recsys.evaluation.ranking import csr_rows
-
-
-def build_csr(
-    users: torch.Tensor, items: torch.Tensor, n_users: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indptr, indices) with each row's items sorted."""
-    order = torch.argsort(users * (int(items.max()) + 1 if items.numel() else 1) + items)
-    counts = torch.bincount(users, minlength=n_users)
-    indptr = torch.zeros(n_users + 1, dtype=torch.long)
-    indptr[1:] = torch.cumsum(counts, 0)
-    return indptr, items[order].long()
+from recsys.sparse import build_csr, csr_rows
 
 
 def known_interactions(data: ProcessedData) -> dict[str, torch.Tensor]:
@@ -66,6 +55,25 @@ class EvalSet:
             g = torch.Generator().manual_seed(seed)
             users = torch.sort(users[torch.randperm(users.numel(), generator=g)[:max_users]]).values
         return cls(users, seen_ptr, seen_idx, rel_ptr, rel_idx)
+
+    @classmethod
+    def for_split(
+        cls, data: ProcessedData, split: str, max_users: int | None = None, seed: int = 0
+    ) -> EvalSet:
+        """The users of `split` ("val" or "test") against their items there, with the splits
+        before it masked (val: train; test: train + val), as the evaluation protocol says."""
+        order = ("train", "val", "test")
+        if split not in order[1:]:
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        before = [getattr(data, name) for name in order[: order.index(split)]]
+        target = getattr(data, split)
+        return cls.build(
+            [(s.users, s.items) for s in before],
+            (target.users, target.items),
+            data.n_users,
+            max_users=max_users,
+            seed=seed,
+        )
 
     def batch(self, users: torch.Tensor) -> dict[str, torch.Tensor]:
         seen_rows, seen_items = csr_rows(self.seen_indptr, self.seen_indices, users)

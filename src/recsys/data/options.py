@@ -20,7 +20,12 @@ class SplitKind(StrEnum):
 
 @dataclass(frozen=True)
 class PrepareOptions:
+    """recsys-preprocess's `data.*` settings; their defaults are the ones the config uses."""
+
+    # Iterative k-core: every kept user and item has at least this many interactions.
     min_interactions: int = 5
+    # temporal: global time boundaries (leak-free, default); leave_last_out: per-user last
+    # item (leaky).
     split: SplitKind = SplitKind.temporal
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -37,6 +42,38 @@ class PrepareOptions:
                 "data.val_fraction + data.test_fraction must be below 1, got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How recsys-train's LightningDataModule draws batches (`data.*`); the defaults of the
+    config and of `RecsysDataModule` alike."""
+
+    # Triplets per optimizer step (each DDP rank takes this many): an integer, or "auto"
+    # (a power of two sized to the train split: >= 64 steps an epoch, within 1024..65536).
+    # A batch holds batch_size // num_negatives train interactions with their negatives.
+    # The model's learning rate is scaled with it (model.lr_scaling).
+    batch_size: int | str = "auto"
+    # Negatives per train interaction and epoch (each makes one triplet; the net computes the
+    # user and the positive once for all of them). With the softmax loss more negatives keep
+    # helping: NeuMF on the demo data tested at 0.0840 / 0.0895 / 0.0917 / 0.0926 with 4 / 8 /
+    # 16 / 32 (benchmarks/results/defaults_negatives*.json, docs/MODEL_DEFAULTS.md).
+    num_negatives: int = 16
+    # Users per full-ranking evaluation batch.
+    eval_batch_size: int = 1024
+    # Validate on a fixed, seeded sample of this many val users (all when fewer; None: all).
+    # On the demo data it picked the same best epoch and test NDCG@10 as all 9,197 users,
+    # 26% sooner.
+    val_max_users: int | None = 4096
+    seed: int = 0
+    # Draw each epoch's train positives by recency, the weight halving every this many days
+    # before the newest train interaction (with replacement, as many as there are
+    # interactions); None: every interaction once per epoch.
+    recency_half_life_days: float | None = None
+    # Draw negatives in proportion to their train count to this power: 0 uniform, 1 the
+    # distribution of positives, 0.75 word2vec's middle. The softmax loss corrects popularity
+    # draws by log-Q, so they stay an estimate of the full softmax.
+    negative_popularity_exponent: float = 0.0
 
 
 @dataclass

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
+from recsys.evaluation import DEFAULT_KS
+
 
 def hits_at(
     top_items: torch.Tensor,
@@ -54,7 +56,7 @@ class RankingMetrics(Metric):
 
     full_state_update = False
 
-    def __init__(self, ks: Sequence[int] = (10, 20)) -> None:
+    def __init__(self, ks: Sequence[int] = DEFAULT_KS) -> None:
         super().__init__()
         if not ks or min(ks) < 1:
             raise ValueError(f"cutoffs must be positive integers, got {list(ks)}")

@@ -15,22 +15,6 @@ from recsys.models.base import RecommenderNet
 SCORE_BUDGET = 16 * 1024 * 1024
 
 
-def csr_rows(
-    indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row in batch, column) pairs of the CSR rows `users`, vectorized."""
-    if users.numel() == 1:  # one user (a served request): a slice, not six tensor ops
-        user = int(users[0])
-        cols = indices[int(indptr[user]) : int(indptr[user + 1])]
-        return cols.new_zeros(cols.shape), cols
-    starts = indptr[users]
-    lengths = indptr[users + 1] - starts
-    rows = torch.repeat_interleave(torch.arange(users.numel(), device=users.device), lengths)
-    first = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)
-    cols = indices[first + torch.arange(rows.numel(), device=users.device)]
-    return rows, cols
-
-
 @torch.no_grad()
 def masked_topk(
     net: RecommenderNet,

@@ -16,6 +16,7 @@ from recsys.data.processed import ProcessedData, load_processed
 from recsys.data.sampling import NegativeSampler
 from recsys.devices import resolve_device
 from recsys.errors import RecsysError
+from recsys.evaluation import DEFAULT_KS
 from recsys.evaluation.protocols import RankedBatch, evaluate_full, evaluate_sampled
 from recsys.evaluation.uncertainty import bootstrap_means, intervals, paired, per_user
 from recsys.models.checkpoint import CheckpointError, load_net
@@ -70,7 +71,7 @@ def evaluate_checkpoint(
     ckpt_path: str,
     processed_dir: str,
     output_dir: str,
-    ks: Sequence[int] = (10, 20),
+    ks: Sequence[int] = DEFAULT_KS,
     protocol: str = "full",
     batch_size: int = 1024,
     n_negatives: int = 99,
@@ -101,9 +102,7 @@ def evaluate_checkpoint(
     net = _load_trained_net(ckpt_path, data, processed_dir)
     other = _load_trained_net(compare, data, processed_dir) if compare is not None else None
     tr, va, te = data.train, data.val, data.test
-    test_set = EvalSet.build(
-        [(tr.users, tr.items), (va.users, va.items)], (te.users, te.items), data.n_users
-    )
+    test_set = EvalSet.for_split(data, "test")
     if test_set.users.numel() == 0:
         raise RecsysError(
             "the test split has no users to evaluate", path=data.path / "test.parquet"

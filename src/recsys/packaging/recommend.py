@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from recsys.evaluation.ranking import csr_rows, masked_topk
+from recsys.evaluation.ranking import masked_topk
 from recsys.packaging.bundle import Bundle
+from recsys.sparse import csr_rows
 
 POPULAR = "popular"
 DEFAULT_K = 10  # items per user when a request does not say

@@ -189,20 +189,16 @@ def training_curves(client: MlflowClient, run_id: str, monitor: str) -> Figure |
 def log_test_plots(net: RecommenderNet, data: ProcessedData) -> dict[str, float]:
     """Recall/NDCG against K and recommended-item popularity on a test-user sample; returns
     the sample's catalogue coverage and popularity bias at TOP_K."""
-    tr, va, te = data.train, data.val, data.test
-    test_set = EvalSet.build(
-        [(tr.users, tr.items), (va.users, va.items)],
-        (te.users, te.items),
-        data.n_users,
-        max_users=PLOT_MAX_USERS,
-    )
+    test_set = EvalSet.for_split(data, "test", max_users=PLOT_MAX_USERS)
     with torch.inference_mode():
         values, ranked = evaluate_full(net, test_set, PLOT_KS)
     top = torch.cat([b.items[:, :TOP_K][b.valid[:, :TOP_K]] for b in ranked])
-    popularity = torch.bincount(tr.items, minlength=data.n_items)
+    popularity = torch.bincount(data.train.items, minlength=data.n_items)
     mlflow.log_figure(ranking_at_k(values), "plots/test_ranking_at_k.png")
     scalars = popularity_bias(top, popularity)
-    mlflow.log_figure(popularity_figure(popularity, tr.items, top, scalars), "plots/popularity.png")
+    mlflow.log_figure(
+        popularity_figure(popularity, data.train.items, top, scalars), "plots/popularity.png"
+    )
     return scalars
 
 

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from torchmetrics import MaxMetric
 
 from recsys import __version__
+from recsys.evaluation import DEFAULT_KS
 from recsys.evaluation.metrics import RankingMetrics
 from recsys.evaluation.protocols import rank_batch
 from recsys.models.base import RecommenderNet
@@ -49,7 +50,7 @@ class RecommenderModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         l2_reg: float = 0.0,
-        ks: Sequence[int] = (10, 20),
+        ks: Sequence[int] = DEFAULT_KS,
         lr_scaling: str = "sqrt",
         lr_reference_batch: int = 1024,
         lr_scaling_max_batch: int | None = None,
