@@ -63,9 +63,10 @@ def full() -> list[dict]:
     return render(FULL)
 
 
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
 @pytest.mark.parametrize("values", [None, IMAGE, FULL], ids=["chart-defaults", "defaults", "full"])
-def test_lint_strict(values):
-    report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBE_VERSIONS[0]}")
+def test_lint_strict(values, version):
+    report = helm.lint(CHART, values, strict=True, kube_version=f"v{version}")
     assert report["errors"] == []
     # Severity 1 is information (e.g. "icon is recommended"); warnings and errors fail.
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
