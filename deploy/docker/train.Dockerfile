@@ -1,4 +1,4 @@
-# The training image for the Helm chart's multi-node Job (training.image.repository):
+# The training image of the chart deploy/helm/recsys-training (training.image.repository):
 # recsys with its whole training stack on a CUDA torch base. The Bento image only serves.
 #   docker build -f deploy/docker/train.Dockerfile -t REGISTRY/recsys-train:TAG .
 # For CPU-only training (training.gpusPerNode=0), a python:3.11-slim base works too:
@@ -23,6 +23,7 @@ COPY src ./src
 COPY conf ./conf
 # Editable: recsys finds its Hydra configs in /opt/recsys/conf.
 RUN pip install -e . && python -c "import recsys.train"
-# The chart runs pods as uid/gid 1034 with a read-only root filesystem (runs write to the PVC).
+# The chart runs pods as uid/gid 1034 (podSecurityContext) with a read-only root filesystem (runs
+# write to the PVC); OpenShift assigns its own uid instead (docs/CHART.md).
 RUN groupadd -g 1034 recsys && useradd -u 1034 -g 1034 -m recsys
 USER 1034
