@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 from starlette.testclient import TestClient
 
-from recsys.serving.sources import from_checkpoint
-from recsys.serving.store import save_model
+from recsys.packaging.sources import from_checkpoint
+from recsys.packaging.store import save_parts
 from tests.tracking.conftest import isolated_mlflow, train_tracked
 
 
@@ -44,7 +44,7 @@ def trained(tiny_processed, tmp_path_factory) -> Trained:
 @pytest.fixture(scope="session")
 def packaged(trained) -> str:
     """The trained checkpoint saved as the newest `recsys` model; returns its tag."""
-    return save_model(from_checkpoint(str(trained.ckpt)))
+    return save_parts(from_checkpoint(str(trained.ckpt)))
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,16 @@ def client(packaged) -> Iterator[TestClient]:
 
     with TestClient(Recommender.to_asgi()) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def server(packaged, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """`bentoml serve` as a user runs it (project root, bentofile.yaml) on a free loopback
+    port; yields the base URL and the server's log."""
+    from recsys.serving.local import bentoml_serve
+    from tests.helpers import free_port
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {"RECSYS_MODEL": packaged, "OMP_WAIT_POLICY": "PASSIVE"}
+    with bentoml_serve(free_port(), env, log) as base:
+        yield base, log

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
 from recsys.devices import resolve_device
-from recsys.serving.bundle import Bundle, load_bundle
-from recsys.serving.recommend import (
+from recsys.packaging.bundle import Bundle, load_bundle
+from recsys.packaging.recommend import (
     NoItemVectors,
     Query,
     Ranked,
