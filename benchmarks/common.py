@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work"
 RESULTS = ROOT / "benchmarks" / "results"
 # The config the CLI trains with: both benchmarks read it, so they follow its defaults.
-NEUMF_YAML = ROOT / "conf" / "model" / "neumf.yaml"
 
 console = Console(stderr=True)
 # The second synthetic dataset of the quality benchmarks: stronger popularity drift between the
@@ -53,8 +51,14 @@ def synthetic_processed(n_reviews: int = 300_000, **spec: Any) -> Path:
 
 
 def neumf_config() -> Any:
-    """conf/model/neumf.yaml as an OmegaConf node (net, optimizer, l2_reg, ks)."""
-    return OmegaConf.load(NEUMF_YAML)
+    """recsys-train's default `model` node, composed as the CLI composes it (conf/model/
+    neumf.yaml over the recsys.config.ModuleConfig defaults)."""
+    from hydra import compose, initialize_config_dir
+
+    from recsys.config import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", ["data.processed_dir=unused", "model=neumf"]).model
 
 
 def build_neumf(n_users: int, n_items: int, seed: int = 0) -> torch.nn.Module:

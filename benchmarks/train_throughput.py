@@ -48,6 +48,7 @@ from rich.table import Table
 
 from recsys.data.datamodule import RecsysDataModule
 from recsys.data.sampling import BPRGroups, NegativeSampler
+from recsys.training.callbacks import Throughput
 from recsys.training.loss import bpr_loss, triplets
 from recsys.training.module import RecommenderModule, lr_scale
 
@@ -65,7 +66,6 @@ WORKER = Path(__file__).with_name("train_worker.py")
 # exports, for shared machines) and "default" (libgomp's own: threads spin a while first;
 # what `recsys-train` gets when run on its own).
 WAIT_POLICIES: dict[str, str | None] = {"passive": "PASSIVE", "default": None}
-DATA_YAML = ROOT / "conf" / "data" / "default.yaml"
 SIZED_BY_DATA = ("n_users", "n_items")
 # Reseeded just before each epoch: equal dropout masks make the two nets' weights comparable.
 DROPOUT_SEED = 1
@@ -87,16 +87,15 @@ def trainer_kwargs(limit_batches: int | None) -> dict[str, Any]:
 
 
 def default_datamodule(processed: Path) -> RecsysDataModule:
-    """The DataModule `recsys-train` builds from conf/data/default.yaml (batch size included)."""
-    cfg = OmegaConf.load(DATA_YAML)
-    keep = ("batch_size", "num_negatives", "eval_batch_size")
-    datamodule = RecsysDataModule(str(processed), seed=0, **{k: cfg[k] for k in keep})
+    """The DataModule `recsys-train` builds by default (its defaults are the config's)."""
+    datamodule = RecsysDataModule(str(processed), seed=0)
     datamodule.load()  # recsys-train loads eagerly too, before building the trainer
     return datamodule
 
 
 def lightning_run(processed: Path, limit_batches: int | None) -> dict[str, Any]:
-    """One `trainer.fit` epoch; in-loop time is the module's own (first batch to last step)."""
+    """One `trainer.fit` epoch; in-loop time is recsys-train's Throughput callback's (first
+    batch to last step)."""
     cfg = neumf_config()
     datamodule = default_datamodule(processed)
     net = build_neumf(datamodule.n_users, datamodule.n_items)
@@ -110,13 +109,14 @@ def lightning_run(processed: Path, limit_batches: int | None) -> dict[str, Any]:
         lr_scaling_max_batch=cfg.get("lr_scaling_max_batch"),
     )
     start = time.perf_counter()
-    trainer = L.Trainer(**trainer_kwargs(limit_batches))
+    throughput = Throughput()
+    trainer = L.Trainer(**trainer_kwargs(limit_batches), callbacks=[throughput])
     torch.manual_seed(DROPOUT_SEED)
     trainer.fit(module, datamodule=datamodule)
     end_to_end = time.perf_counter() - start
     return {
-        "samples": module.train_samples,
-        "in_loop_s": module.train_seconds,
+        "samples": throughput.samples,
+        "in_loop_s": throughput.seconds,
         "end_to_end_s": end_to_end,
         "batch_size": datamodule.train_batch_size,
         "net": net,

@@ -33,7 +33,8 @@ def main() -> None:
 
     import recsys
     from recsys.config import CONFIG_DIR
-    from recsys.train import build_module
+    from recsys.training.builders import build_module
+    from recsys.training.callbacks import Throughput
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -46,7 +47,9 @@ def main() -> None:
     datamodule = instantiate(cfg.data)
     datamodule.load()
     module = build_module(cfg, datamodule)
+    throughput = Throughput()
     trainer = L.Trainer(
+        callbacks=[throughput],
         accelerator=cfg.trainer.accelerator,
         devices=1,
         max_epochs=args.epochs,
@@ -67,8 +70,8 @@ def main() -> None:
                 "model": cfg.model.net._target_.rsplit(".", 1)[-1],
                 "batch_size": int(batch),
                 "lr": float(module.optimizers().param_groups[0]["lr"]),
-                "samples": module.train_samples,
-                "in_loop_s": module.train_seconds,
+                "samples": throughput.samples,
+                "in_loop_s": throughput.seconds,
                 "end_to_end_s": end_to_end,
                 # This process's peak: data, sampler, model, optimizer state (Linux: KiB).
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -81,6 +81,9 @@ class ModuleConfig:
     lr_reference_batch: int = 1024
     # Batches above this keep its rate (null: no limit); sqrt scaling overshoots at large ones.
     lr_scaling_max_batch: int | None = None
+    # The val metric that selects epochs, stops early and drives a scheduler: the run's
+    # optimized_metric (val/ndcg@K or val/recall@K).
+    monitor: str = "${optimized_metric}"
     # torch.compile the training step (benchmarks/compile_step.py: +10-59% on 2 CPU cores at
     # batches of 4,096+, after 7-13 s of compilation).
     compile_step: bool = False

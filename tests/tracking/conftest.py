@@ -18,7 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from recsys.config import CONFIG_DIR
-from recsys.train import train
+from recsys.training.run import train
 from tests.helpers import free_port
 
 
@@ -40,7 +40,7 @@ def isolated_mlflow(workdir: Path, tracking_uri: str) -> Iterator[None]:
 def train_tracked(
     workdir: Path, tracking_uri: str, processed: Path, *overrides: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`recsys.train.train` on the composed train config, logging to `tracking_uri`."""
+    """`recsys.training.run.train` on the composed train config, logging to `tracking_uri`."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(
             "train",

@@ -52,7 +52,7 @@ def test_trainer_instantiates(name, tmp_path):
 def test_callbacks_and_optimizer_instantiate(tmp_path):
     import torch
 
-    from recsys.train import instantiate_group
+    from recsys.training.builders import instantiate_group
 
     cfg = compose_config("train", ["data.processed_dir=/d"], tmp_path)
     names = {type(cb).__name__ for cb in instantiate_group(cfg.callbacks)}

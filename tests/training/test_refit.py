@@ -11,7 +11,7 @@ from recsys.data.datamodule import RecsysDataModule
 from recsys.errors import RecsysError
 from recsys.evaluation.report import evaluate_checkpoint
 from recsys.models.checkpoint import load_net
-from recsys.train import train
+from recsys.training.run import train
 from tests.training.compose import train_config
 
 SPEC_KEYS = ("test/recall@10", "test/ndcg@10", "test/recall@20", "test/ndcg@20", "n_users")

@@ -1,4 +1,4 @@
-"""recsys.train.train through Hydra compose: every model trains, checkpoints reload safely,
+"""recsys.training.run.train through Hydra compose: every model trains, checkpoints reload safely,
 the test metrics match an independent recsys-eval of the same checkpoint, resume works."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from recsys.evaluation.report import evaluate_checkpoint
 from recsys.models.checkpoint import load_net
-from recsys.train import train
+from recsys.training.run import train
 from tests.training.compose import train_config
 
 MODELS = ["gmf", "mlp", "neumf", "mf", "pop", "ease", "ials"]

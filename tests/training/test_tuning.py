@@ -12,7 +12,7 @@ import mlflow
 import pytest
 import yaml
 
-from recsys.train import train
+from recsys.training.run import train
 from recsys.training.tuning import ActiveTrial, set_active_trial
 from tests.conftest import BIN
 from tests.training.compose import train_config

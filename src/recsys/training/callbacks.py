@@ -2,8 +2,76 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
+
+from recsys.training.loss import triplets
+
+
+class Throughput(L.Callback):
+    """Train triplets per second: per epoch as `train/samples_per_sec` (summed over ranks), and
+    over the whole fit (`samples` / `seconds`, metrics.json's figure); plus `time/fit_s`, wall
+    seconds since fitting began, validation included (the x axis of time to quality).
+
+    An epoch is timed up to its last optimizer step (validation runs inside the epoch, before
+    `on_train_epoch_end`). Lightning's ThroughputMonitor needs a FLOP count and reports per
+    batch; this counts what the loss sees. A solved net (EASE, iALS) counts the train
+    interactions each solve sweeps."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.seconds = 0.0
+        self._fit_start = self._epoch_start = self._last_batch_end = 0.0
+        self._epoch_samples = 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = self._last_batch_end = time.perf_counter()
+        self._epoch_samples = 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        self._epoch_samples += triplets(batch[1])
+        last = idx + 1 == trainer.num_training_batches
+        if last and pl_module.device.type == "cuda":  # steps are only queued: time their end
+            torch.cuda.synchronize(pl_module.device)
+        self._last_batch_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not pl_module.net.trainable:
+            self._epoch_samples = int(trainer.datamodule.train_pairs[0].numel())
+        seconds = self._last_batch_end - self._epoch_start
+        self.seconds += seconds
+        self.samples += self._epoch_samples
+        rate = self._epoch_samples / max(seconds, 1e-9)
+        pl_module.log("train/samples_per_sec", rate, sync_dist=True, reduce_fx="sum")
+        fit_s = time.perf_counter() - self._fit_start
+        pl_module.log("time/fit_s", fit_s, sync_dist=True, reduce_fx="max")
+
+    def rate(self, world_size: int) -> float | None:
+        """The job's triplets per second over the fit: every rank runs the same number of
+        equal-sized batches, so job rate = rank rate x ranks."""
+        return self.samples / self.seconds * world_size if self.seconds > 0 else None
+
+
+class MLflowRunInCheckpoint(L.Callback):
+    """Every checkpoint names the MLflow run it was trained in, so a resumed fit continues
+    that run and a packaged model says where it came from."""
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        run_id = next((lg.run_id for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+        checkpoint.setdefault("recsys", {})["mlflow_run_id"] = run_id
 
 
 class OptionalLearningRateMonitor(LearningRateMonitor):

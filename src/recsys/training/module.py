@@ -7,14 +7,12 @@ them into Lightning's loop, logging and checkpoints.
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import MLFlowLogger
 from torchmetrics import MaxMetric
 
 from recsys import __version__
@@ -22,14 +20,15 @@ from recsys.evaluation import DEFAULT_KS
 from recsys.evaluation.metrics import RankingMetrics
 from recsys.evaluation.protocols import rank_batch
 from recsys.models.base import RecommenderNet
-from recsys.training.loss import LOSSES, LossTerms, triplets
+from recsys.training.loss import LOSSES, LossTerms
 
 # Solved nets (EASE, iALS, popularity) return no loss from training_step, on purpose: their
 # `solve` runs at epoch start. (Manual optimisation would not warn, but it leaves global_step
 # at 0, and ModelCheckpoint saves nothing at an unchanged step.)
 warnings.filterwarnings("ignore", message="`training_step` returned `None`")
 
-MONITOR_K = 10  # val/ndcg@10 selects checkpoints (SPEC section 2), so K=10 is always computed
+# What selects checkpoints unless the config says otherwise (`optimized_metric`).
+DEFAULT_MONITOR = "val/ndcg@10"
 # Learning-rate scaling rules: lr x (global batch / reference batch) ** exponent.
 LR_SCALING = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
@@ -41,6 +40,16 @@ def lr_scale(
     batches above `max_batch` keep the rate of `max_batch`."""
     batch = global_batch if max_batch is None else min(global_batch, max_batch)
     return (batch / reference_batch) ** LR_SCALING[rule]
+
+
+def monitored_k(monitor: str) -> int:
+    """K of a monitored val ranking metric (`val/ndcg@10` -> 10); other names are refused."""
+    name, _, k = monitor.partition("@")
+    if name not in ("val/ndcg", "val/recall") or not k.isdigit() or int(k) < 1:
+        raise ValueError(
+            f"optimized_metric must be val/ndcg@K or val/recall@K (K >= 1), got {monitor!r}"
+        )
+    return int(k)
 
 
 class RecommenderModule(L.LightningModule):
@@ -56,6 +65,7 @@ class RecommenderModule(L.LightningModule):
         lr_scaling_max_batch: int | None = None,
         compile_step: bool = False,
         loss: str = "softmax",
+        monitor: str = DEFAULT_MONITOR,
     ) -> None:
         super().__init__()
         if lr_scaling not in LR_SCALING:
@@ -76,16 +86,14 @@ class RecommenderModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.l2_reg = float(l2_reg)
-        self.ks = sorted({int(k) for k in ks} | {MONITOR_K})
+        self.monitor = monitor
+        self.ks = sorted({int(k) for k in ks} | {monitored_k(monitor)})
         self.val_metrics = RankingMetrics(self.ks)
         self.test_metrics = RankingMetrics(self.ks)
-        self.val_ndcg_best = MaxMetric()
-        self.val_ndcg_best.persistent(True)  # a resumed run remembers its best epoch
-        self._epoch_start = self._last_batch_end = self._fit_start = 0.0
-        self._epoch_samples = self._loss_steps = 0
+        self.val_best = MaxMetric()
+        self.val_best.persistent(True)  # a resumed run remembers its best epoch
+        self._loss_steps = 0
         self._loss_sum = torch.zeros(())
-        self.train_seconds = 0.0
-        self.train_samples = 0
         # log(n_items * q(item)) of the data's negative sampler (None: uniform draws), taken
         # from the datamodule when training starts.
         self.negative_log_q: torch.Tensor | None = None
@@ -104,7 +112,6 @@ class RecommenderModule(L.LightningModule):
         users, items = batch  # items [P, 1 + K]: a positive and its negatives per row
         if not self.net.trainable:
             return None  # the epoch's work was the solve (on_train_epoch_start)
-        self._epoch_samples += triplets(items)
         loss, reg = self.step_fn()(users, items)
         # Summed on the device and logged once per epoch: a per-step self.log would copy the
         # loss to the host (a device sync) on every step.
@@ -120,40 +127,15 @@ class RecommenderModule(L.LightningModule):
             self._step_fn = torch.compile(self.loss_terms) if self.compile_step else self.loss_terms
         return self._step_fn
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        last = batch_idx + 1 == self.trainer.num_training_batches
-        if last and self.device.type == "cuda":  # steps are only queued: time them to their end
-            torch.cuda.synchronize(self.device)
-        self._last_batch_end = time.perf_counter()
-
     def on_train_epoch_start(self) -> None:
-        self._epoch_start = self._last_batch_end = time.perf_counter()
-        self._epoch_samples = 0
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_steps = 0
         if not self.net.trainable:  # closed form or one solver sweep on the train pairs
-            pairs = self.trainer.datamodule.train_pairs
-            self.net.solve(*pairs)
-            # Throughput of a solved net: train interactions swept per second.
-            self._epoch_samples = int(pairs[0].numel())
+            self.net.solve(*self.trainer.datamodule.train_pairs)
 
     def on_train_epoch_end(self) -> None:
-        # Up to the last optimizer step: validation runs inside the epoch, before this hook.
-        seconds = self._last_batch_end - self._epoch_start
-        self.train_seconds += seconds
-        self.train_samples += self._epoch_samples
-        # Per-rank rate summed over ranks: the job's throughput.
-        rate = self._epoch_samples / max(seconds, 1e-9)
-        self.log("train/samples_per_sec", rate, sync_dist=True, reduce_fx="sum")
         if self._loss_steps:
             self.log("train/loss", self._loss_sum / self._loss_steps, sync_dist=True, prog_bar=True)
-        # Wall seconds since fitting began, validation included: the x axis of time to quality.
-        self.log(
-            "time/fit_s", time.perf_counter() - self._fit_start, sync_dist=True, reduce_fx="max"
-        )
-
-    def on_fit_start(self) -> None:
-        self._fit_start = time.perf_counter()
 
     def configure_optimizers(self) -> Any:
         if not self.net.trainable or self.optimizer_factory is None:
@@ -167,7 +149,7 @@ class RecommenderModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/ndcg@10", "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
         }
 
     def lr_scale(self) -> float:
@@ -203,28 +185,27 @@ class RecommenderModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self._log_ranking("val", self.val_metrics)
         if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
-            self.val_ndcg_best.update(values[f"ndcg@{MONITOR_K}"])
-            self.log(f"val/ndcg@{MONITOR_K}_best", self.val_ndcg_best.compute())
+            self.val_best.update(values[self.monitor.removeprefix("val/")])
+            self.log(f"{self.monitor}_best", self.val_best.compute())
 
     def on_test_epoch_end(self) -> None:
         self._log_ranking("test", self.test_metrics)
 
     # --- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """What `recsys-eval` / `recsys-package` need to rebuild the net without this class."""
+        """What `recsys-eval` / `recsys-package` need to rebuild the net without this class
+        (callbacks add to it, e.g. the MLflow run: `recsys.training.callbacks`)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         metadata = getattr(datamodule, "metadata", {}) if datamodule is not None else {}
-        run_id = next(
-            (lg.run_id for lg in self.trainer.loggers if isinstance(lg, MLFlowLogger)), None
+        checkpoint.setdefault("recsys", {}).update(
+            {
+                "version": __version__,
+                "net": self.net.spec(),
+                "data": {
+                    "processed_dir": str(getattr(datamodule, "processed_dir", "")),
+                    "n_users": self.net.n_users,
+                    "n_items": self.net.n_items,
+                    "input_sha256": metadata.get("input_sha256"),
+                },
+            }
         )
-        checkpoint["recsys"] = {
-            "version": __version__,
-            "net": self.net.spec(),
-            "data": {
-                "processed_dir": str(getattr(datamodule, "processed_dir", "")),
-                "n_users": self.net.n_users,
-                "n_items": self.net.n_items,
-                "input_sha256": metadata.get("input_sha256"),
-            },
-            "mlflow_run_id": run_id,
-        }

@@ -40,8 +40,10 @@ def collect_metrics(
             metrics.update(test_metrics(trainer, module, datamodule))
     finally:
         trainer.loggers = loggers
-    if module.train_seconds > 0:
-        # Every rank runs the same number of equal-sized batches: job rate = rank rate x ranks.
-        rate = module.train_samples / module.train_seconds * trainer.world_size
+    from recsys.training.callbacks import Throughput
+
+    throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
+    rate = throughput.rate(trainer.world_size) if throughput is not None else None
+    if rate is not None:
         metrics["train/samples_per_sec"] = rate
     return metrics
