@@ -27,8 +27,8 @@ from rich.table import Table
 from recsys.data.evalsets import known_interactions
 from recsys.data.processed import load_processed
 from recsys.packaging.bundle import BundleParts
-from recsys.serving.local import bentoml_serve
 from recsys.packaging.sources import ids_in_order
+from recsys.serving.local import bentoml_serve
 
 TARGET_RPS = 300.0
 TARGET_P99_MS = 100.0

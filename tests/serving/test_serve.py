@@ -14,8 +14,8 @@ import bentoml
 import pytest
 
 from recsys.packaging.bundle import load_bundle
-from recsys.serving.local import PROJECT_ROOT, bentoml_serve
 from recsys.packaging.recommend import queries, rank
+from recsys.serving.local import PROJECT_ROOT, bentoml_serve
 from tests.conftest import BIN
 from tests.helpers import free_port
 
