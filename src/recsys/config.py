@@ -58,7 +58,7 @@ class LrScaling(StrEnum):
 
 class Loss(StrEnum):
     """The training objective over a positive and its negatives (`training/loss.py`);
-    softmax is the default (README "Model defaults")."""
+    softmax is the default (docs/MODEL_DEFAULTS.md)."""
 
     bpr = "bpr"  # pairwise: -log sigmoid(s_ui - s_uj), averaged over the negatives
     softmax = "softmax"  # listwise: the positive against all its negatives at once

@@ -14,7 +14,7 @@ from recsys.models.checkpoint import load_net
 from recsys.training.run import train
 from tests.training.compose import train_config
 
-SPEC_KEYS = ("test/recall@10", "test/ndcg@10", "test/recall@20", "test/ndcg@20", "n_users")
+METRIC_KEYS = ("test/recall@10", "test/ndcg@10", "test/recall@20", "test/ndcg@20", "n_users")
 
 
 def _state(path):
@@ -58,7 +58,7 @@ def test_default_run_refits_the_selected_epochs_and_tests_the_refit(small_proces
     # metrics.json's test figures are the refit's, as recsys-eval measures best.ckpt.
     written = json.loads((tmp_path / "metrics.json").read_text())
     again = evaluate_checkpoint(str(ckpts / "best.ckpt"), str(small_processed), str(tmp_path / "e"))
-    for name in SPEC_KEYS:
+    for name in METRIC_KEYS:
         assert again[name] == pytest.approx(written[name], abs=1e-6), name
     # val figures are the selection's: the checkpoint callback's best score.
     score = float(objects["trainer"].checkpoint_callback.best_model_score)

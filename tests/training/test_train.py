@@ -14,14 +14,14 @@ from recsys.training.run import train
 from tests.training.compose import train_config
 
 MODELS = ["gmf", "mlp", "neumf", "mf", "pop", "ease", "ials"]
-SPEC_KEYS = {"test/recall@10", "test/ndcg@10", "test/recall@20", "test/ndcg@20", "n_users"}
+METRIC_KEYS = {"test/recall@10", "test/ndcg@10", "test/recall@20", "test/ndcg@20", "n_users"}
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_fast_dev_run(model, small_processed, tmp_path):
     cfg = train_config(small_processed, tmp_path, f"model={model}", "debug=fast_dev_run")
     metrics, _ = train(cfg)
-    assert set(metrics) >= SPEC_KEYS
+    assert set(metrics) >= METRIC_KEYS
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -32,14 +32,14 @@ def test_train_writes_checkpoints_and_metrics(model, small_processed, tmp_path):
     assert (ckpts / "best.ckpt").is_file() and (ckpts / "last.ckpt").is_file()
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written == pytest.approx(metrics)
-    assert SPEC_KEYS | {"val/ndcg@10", "val/recall@10", "train/samples_per_sec"} <= set(written)
+    assert METRIC_KEYS | {"val/ndcg@10", "val/recall@10", "train/samples_per_sec"} <= set(written)
     assert 0 < written["test/ndcg@10"] <= 1 and written["train/samples_per_sec"] > 0
     # The checkpoint loads without unpickling code, and recsys-eval reproduces the test metrics.
     torch.load(ckpts / "best.ckpt", weights_only=True)
     _, meta = load_net(ckpts / "best.ckpt")
     assert meta["data"]["input_sha256"] == objects["datamodule"].metadata["input_sha256"]
     again = evaluate_checkpoint(str(ckpts / "best.ckpt"), str(small_processed), str(tmp_path / "e"))
-    for key in SPEC_KEYS:
+    for key in METRIC_KEYS:
         assert again[key] == pytest.approx(written[key], abs=1e-6), key
 
 

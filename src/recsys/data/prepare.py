@@ -1,4 +1,5 @@
-"""Raw reviews -> processed directory (SPEC section 4), with a stage log and a summary table."""
+"""Raw reviews -> processed directory (docs/REFERENCE.md, Processed directory), with a stage
+log and a summary table."""
 
 from __future__ import annotations
 
@@ -176,7 +177,8 @@ def build_metadata(
     indexed: pipeline.Indexed,
     options: PrepareOptions,
 ) -> dict[str, Any]:
-    """metadata.json: the counts SPEC section 4 names, plus provenance and per-split ranges."""
+    """metadata.json: the counts docs/REFERENCE.md (Processed directory) names, plus provenance
+    and per-split ranges."""
     cold = split.cold_val + split.cold_test
     return {
         "schema_version": SCHEMA_VERSION,

@@ -1,4 +1,5 @@
-"""Read a processed directory (SPEC section 4) into tensors, with clear errors for bad input."""
+"""Read a processed directory (docs/REFERENCE.md, Processed directory) into tensors, with
+clear errors for bad input."""
 
 from __future__ import annotations
 

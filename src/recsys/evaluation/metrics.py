@@ -1,4 +1,5 @@
-"""Recall@K and NDCG@K with binary gains (SPEC section 5), per user and as a torchmetrics Metric.
+"""Recall@K and NDCG@K with binary gains (docs/REFERENCE.md, Evaluation), per user and as a
+torchmetrics Metric.
 
 Per-user values come from the top-k lists; the Metric only sums them (and counts users) with
 `dist_reduce_fx="sum"`, so under DDP each rank's disjoint users add up exactly once.

@@ -1,5 +1,5 @@
 """`recsys-eval`'s job: a checkpoint and a processed directory in, metrics.json and
-topk.parquet out (SPEC section 5). Nothing is written unless everything succeeded."""
+topk.parquet out (docs/REFERENCE.md, Evaluation). Nothing is written unless everything succeeded."""
 
 from __future__ import annotations
 

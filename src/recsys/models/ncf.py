@@ -213,7 +213,7 @@ class MLP(RecommenderNet):
 
 class NeuMF(RecommenderNet):
     """GMF and MLP towers with separate embeddings, fused by one linear head, plus an item
-    bias (`item_bias`, not in the paper: see README "Model defaults").
+    bias (`item_bias`, not in the paper: see docs/MODEL_DEFAULTS.md).
 
     The head is two vectors, `gmf_head` and `mlp_head`; with `learn_gmf_head=False` the GMF
     half is a buffer, so it stays fixed whatever device or dtype the net moves to.
