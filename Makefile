@@ -48,7 +48,7 @@ demo: setup  ## synthetic data -> preprocess -> train NeuMF (MLflow) -> evaluate
 	$(BIN)/recsys-preprocess data.input=$(DEMO_DIR)/reviews.jsonl.gz data.processed_dir=$(DEMO_DIR)/processed
 	@# 20 epochs keep the demo within minutes on 2 cores (the default allows up to 50).
 	$(BIN)/recsys-train data.processed_dir=$(DEMO_DIR)/processed hydra.run.dir=$(DEMO_DIR)/train \
-	  trainer.max_epochs=$(DEMO_EPOCHS) callbacks.rich_progress_bar=null
+	  trainer.max_epochs=$(DEMO_EPOCHS) callbacks.rich_progress_bar=null trainer.enable_progress_bar=false
 	$(BIN)/recsys-eval ckpt_path=$(DEMO_DIR)/train/checkpoints/best.ckpt \
 	  data.processed_dir=$(DEMO_DIR)/processed eval.output_dir=$(DEMO_DIR)/eval
 	$(BIN)/recsys-package ckpt_path=$(DEMO_DIR)/train/checkpoints/best.ckpt | tee $(DEMO_DIR)/package.log

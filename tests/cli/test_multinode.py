@@ -32,7 +32,7 @@ SMALL = [
     "data.batch_size=16384",
     "data.val_max_users=200",
     "callbacks=checkpoint_only",
-    "+trainer.enable_progress_bar=false",
+    "trainer.enable_progress_bar=false",
 ]
 
 

@@ -16,7 +16,7 @@ import torch
 from tests.conftest import BIN
 
 pytestmark = pytest.mark.slow
-QUIET = ["logger=none", "callbacks=checkpoint_only", "+trainer.enable_progress_bar=false"]
+QUIET = ["logger=none", "callbacks=checkpoint_only", "trainer.enable_progress_bar=false"]
 METRIC_KEYS = {"test/recall@10", "test/ndcg@10", "test/recall@20", "test/ndcg@20", "n_users"}
 
 
@@ -79,6 +79,34 @@ def test_train_then_eval(small_processed, in_tmp):
         res, written = evaluate(in_tmp, run, small_processed, in_tmp / "gpu", "eval.device=cuda")
         assert res.returncode == 2 and "eval.device" in res.stderr and written is None
         assert "Traceback" not in res.stderr
+
+
+def test_output_is_one_copy_of_each_line_with_a_line_per_epoch(small_processed, in_tmp):
+    """What `make demo` prints: no line twice (Lightning's handler beside Hydra's), no product
+    tips, and with the progress bar off a line per epoch with loss, val NDCG@10, triplets/s."""
+    res = cli(
+        "recsys-train",
+        in_tmp,
+        f"data.processed_dir={small_processed}",
+        "model=mf",
+        "trainer.max_epochs=2",
+        "logger=csv",
+        "callbacks.rich_progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={in_tmp / 'run'}",
+    )
+    assert res.returncode == 0, res.stderr
+    output = res.stdout + res.stderr
+    messages = [line.split("] - ", 1)[-1] for line in output.splitlines() if line.strip()]
+    assert "GPU available: False, used: False" in messages
+    assert not [m for m in messages if m.startswith("INFO: ")]  # Lightning's own handler
+    assert "litlogger" not in output and "Tip:" not in output
+    epochs = [m for m in messages if m.startswith(("epoch ", "refit epoch "))]
+    assert [m.split(",")[0] for m in epochs] == [
+        "epoch 1/2", "epoch 2/2", "refit epoch 1/2", "refit epoch 2/2",
+    ]  # fmt: skip
+    assert all("loss " in m and "triplets/s " in m for m in epochs)
+    assert all("val/ndcg@10 " in m and "best " in m for m in epochs[:2])
 
 
 def test_eval_user_errors_exit_2(small_processed, in_tmp):
@@ -197,7 +225,7 @@ def test_multirun_over_models_gives_finished_mlflow_runs(small_processed, in_tmp
             "trainer.max_epochs=1",
             "logger=mlflow",
             "callbacks=checkpoint_only",
-            "+trainer.enable_progress_bar=false",
+            "trainer.enable_progress_bar=false",
             f"hydra.sweep.dir={in_tmp / 'sweep'}",
         ],
         cwd=in_tmp,
@@ -225,7 +253,7 @@ def test_optuna_search_runs_trials(small_processed, in_tmp):
         "hydra.sweeper.sampler.n_startup_trials=2",
         "trainer.max_epochs=1",
         f"hydra.sweep.dir={in_tmp / 'optuna'}",
-        "+trainer.enable_progress_bar=false",
+        "trainer.enable_progress_bar=false",
     )
     assert res.returncode == 0, res.stderr
     best = (in_tmp / "optuna" / "optimization_results.yaml").read_text()

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, open_dict
 
 from recsys.config import CONFIG_DIR
 
-QUIET = ["callbacks=checkpoint_only", "logger=none", "+trainer.enable_progress_bar=false"]
+QUIET = ["callbacks=checkpoint_only", "logger=none", "trainer.enable_progress_bar=false"]
 
 
 def compose_config(name: str, overrides: list[str], out_dir: Path | None = None) -> DictConfig:

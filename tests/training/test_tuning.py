@@ -88,7 +88,7 @@ def test_budgeted_search_registers_only_the_tested_best_trial(tiny_processed, in
             BIN / "recsys-train", "-m", "hparams_search=mf_optuna",
             f"data.processed_dir={tiny_processed}", f"hydra.sweeper.timeout={budget}",
             "hydra.sweeper.n_trials=200", "trainer.max_epochs=6",
-            f"hydra.sweep.dir={in_tmp / 'sweep'}", "+trainer.enable_progress_bar=false",
+            f"hydra.sweep.dir={in_tmp / 'sweep'}", "trainer.enable_progress_bar=false",
         ],
         cwd=in_tmp, capture_output=True, text=True, timeout=600,
         env={**os.environ, "MLFLOW_TRACKING_URI": store, "PYTHONWARNINGS": "ignore"},

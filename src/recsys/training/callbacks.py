@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -10,6 +11,8 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 
 from recsys.training.loss import triplets
+
+log = logging.getLogger(__name__)
 
 
 class Throughput(L.Callback):
@@ -123,3 +126,45 @@ class OptunaPruning(L.Callback):
         # decision here (Lightning does not sync should_stop; EarlyStopping does the same).
         if trainer.strategy.reduce_boolean_decision(stop, all=False):
             trainer.should_stop = True
+
+
+class EpochLog(L.Callback):
+    """One log line per epoch (loss, the monitored val metric and its best, triplets/s, fit
+    time) when no progress bar shows them: `make demo`, CI logs and cluster pods otherwise
+    print nothing for minutes.
+
+    Written when the next epoch starts (or training ends): callbacks' `on_train_epoch_end`
+    runs before the module's, which logs the epoch's loss."""
+
+    def __init__(self, monitor: str, label: str = "epoch") -> None:
+        self.monitor = monitor
+        self.label = label
+        self._ended: int | None = None  # the epoch whose line is due
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ended = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: L.Trainer) -> None:
+        epoch, self._ended = self._ended, None
+        if epoch is None or trainer.progress_bar_callback is not None:
+            return
+        if not trainer.is_global_zero:
+            return
+        logged = trainer.callback_metrics
+        parts = [f"{self.label} {epoch + 1}/{trainer.max_epochs}"]
+        for name, label, fmt in (
+            ("train/loss", "loss", "{:.4f}"),
+            (self.monitor, self.monitor, "{:.4f}"),
+            (f"{self.monitor}_best", "best", "{:.4f}"),
+            ("train/samples_per_sec", "triplets/s", "{:,.0f}"),
+            ("time/fit_s", "fit s", "{:.0f}"),
+        ):
+            if name in logged:
+                parts.append(f"{label} {fmt.format(float(logged[name]))}")
+        log.info(", ".join(parts))

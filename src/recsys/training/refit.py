@@ -100,15 +100,18 @@ def refit(cfg: DictConfig, selected: str, batch_size: int, output: str) -> tuple
     overrides: dict[str, Any] = {"max_epochs": epochs, "min_epochs": None}
     if not module.net.trainable:
         overrides["limit_train_batches"] = 1
+    from recsys.training.callbacks import EpochLog, Throughput
+
     bars = [c for c in instantiate_group(cfg.get("callbacks")) if isinstance(c, ProgressBar)]
+    callbacks = [*bars, Throughput(), EpochLog(str(cfg.optimized_metric), "refit epoch")]
     trainer = instantiate(
-        cfg.trainer, callbacks=bars, logger=False, enable_checkpointing=False,
+        cfg.trainer, callbacks=callbacks, logger=False, enable_checkpointing=False,
         limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False, **overrides,
     )  # fmt: skip
     log.info("refit on train + val for %d epochs (selected on val: %s)", epochs, kept)
     trainer.fit(module, datamodule=datamodule)
     tmp = Path(output).with_name(f".{Path(output).name}.tmp")
-    trainer.save_checkpoint(tmp)
+    trainer.save_checkpoint(tmp, weights_only=False)
     state = _state(tmp)
     state["recsys"]["refit"] = {"epochs": epochs, "selected": str(Path(kept).resolve())}
     state["recsys"]["mlflow_run_id"] = selected_meta.get("mlflow_run_id")  # the run it ends

@@ -44,11 +44,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             f"model {type(module.net).__name__} is fitted by a solver on one device, not by "
             "distributed gradient steps: use trainer=cpu or trainer=gpu"
         )
-    from recsys.training.callbacks import MLflowRunInCheckpoint, Throughput
+    from recsys.training.callbacks import EpochLog, MLflowRunInCheckpoint, Throughput
 
     # Always there, whatever the callbacks group: metrics.json reports the throughput, and
     # checkpoints name their MLflow run.
-    callbacks = [*instantiate_group(cfg.get("callbacks")), Throughput(), MLflowRunInCheckpoint()]
+    callbacks = [
+        *instantiate_group(cfg.get("callbacks")),
+        Throughput(),
+        MLflowRunInCheckpoint(),
+        EpochLog(str(cfg.optimized_metric)),
+    ]
     loggers = instantiate_loggers(cfg.get("logger"), cfg.get("ckpt_path"))
     overrides: dict[str, Any] = {}
     if not module.net.trainable:
@@ -134,9 +139,24 @@ def resume_in_place(argv: list[str]) -> list[str]:
     return argv
 
 
+class _NoAdvertisements(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
 def quiet_third_party() -> None:
-    """Silence what drowns the training log without telling the user anything."""
-    # MLflow's per-file download bars (while saving the model).
+    """One copy of each log line and nothing that tells the user nothing: Lightning's own
+    handler (it prints every line a second time beside Hydra's), its product tips, MLflow's
+    per-file download bars and warnings about names and deprecations we cannot act on."""
+    import lightning  # noqa: F401  (its import installs the handler removed here)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True  # to the root logger, which Hydra configures
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisements())
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow forbids '@': Lightning logs val/ndcg@10 as val/ndcg10 and warns once per metric.
     warnings.filterwarnings("ignore", message="MLFlow only allows")
+    # Lightning 2.6 on torch 2.13, in Lightning's own code.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
