@@ -1,11 +1,14 @@
-"""The BentoML service (SPEC section 6): `bentoml serve` from the project root runs it.
+"""The BentoML service (docs/REFERENCE.md, HTTP API): `bentoml serve` from the project root
+runs it.
 
 Two services in one Bento. `recsys` (the entry) validates requests, maps ids, answers cold
 users with popular items and serves `/recommend` and `/similar_items` itself: one user
 against the catalogue is a single small matmul, cheaper than any hop. `/recommend_batch`
 goes to `Ranker`, whose batchable `rank_users` API is where BentoML's adaptive batching merges
 concurrent batches into one pass over the catalogue. BentoML allows one argument per
-batchable API, so the SPEC's `{"user_ids", "k"}` body cannot be batchable itself.
+batchable API, so the `{"user_ids", "k"}` body cannot be batchable itself.
+
+The OpenAPI document at /docs.json is `schemas.openapi_document`, served by `PublishedOpenAPI`.
 
 Environment: `RECSYS_MODEL` picks the model (default `recsys:latest`, the newest packaged),
 `RECSYS_TORCH_THREADS` torch's threads per worker (default 1, see `torch_threads`),
@@ -15,6 +18,7 @@ Environment: `RECSYS_MODEL` picks the model (default `recsys:latest`, the newest
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 from typing import Any
@@ -23,7 +27,8 @@ import aiohttp
 import bentoml
 import torch
 from pydantic import BaseModel, ValidationError
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recsys.devices import resolve_device
 from recsys.packaging.bundle import Bundle, load_bundle
@@ -40,6 +45,7 @@ from recsys.packaging.recommend import (
 )
 from recsys.serving.schemas import (
     MAX_BATCH,
+    ErrorMessage,
     Recommendation,
     RecommendBatchRequest,
     RecommendBatchResponse,
@@ -47,6 +53,7 @@ from recsys.serving.schemas import (
     ScoredItem,
     SimilarItemsRequest,
     SimilarItemsResponse,
+    openapi_document,
 )
 
 # Collector generations sized for a server. BentoML's request-timeout middleware keeps ~20
@@ -208,6 +215,8 @@ class Recommender:
     async def recommend(
         self, user_id: str, k: int = 10, exclude_seen: bool = True
     ) -> Recommendation:
+        """The user's top `k` items, best first; a user the model does not know gets the most
+        popular items and `"fallback": "popular"`."""
         (answer,) = rank(self.bundle, queries(self.bundle, [user_id], k, exclude_seen))
         return self._recommendation(user_id, answer)
 
@@ -215,6 +224,7 @@ class Recommender:
     async def recommend_batch(
         self, user_ids: list[str], k: int = 10, exclude_seen: bool = True
     ) -> RecommendBatchResponse:
+        """`/recommend` for each of 1..1000 users, in their order."""
         batch = queries(self.bundle, user_ids, k, exclude_seen)
         known = [i for i, q in enumerate(batch) if q.user_idx >= 0]
         cold = popular(self.bundle, k) if len(known) < len(batch) else None
@@ -232,10 +242,14 @@ class Recommender:
             results=[self._recommendation(u, a) for u, a in zip(user_ids, answers, strict=True)]
         )
 
-    @bentoml.api(input_spec=SimilarItemsRequest)
-    async def similar_items(self, item_id: str, k: int = 10) -> SimilarItemsResponse:
-        # Client errors answer as JSON directly: a raised BentoML exception would log a
-        # traceback for every unknown id, and its body is a list rather than an object.
+    @bentoml.api(input_spec=SimilarItemsRequest, output_spec=SimilarItemsResponse)
+    async def similar_items(self, item_id: str, k: int = 10) -> SimilarItemsResponse | JSONResponse:
+        """The `k` items nearest to `item_id` by cosine similarity of the item vectors (NeuMF:
+        the GMF tower's); 404 for an unknown item, 422 for one without training interactions
+        or a model without item vectors."""
+        # Client errors answer as JSON directly (the 404 and 422 of `openapi_document`): a
+        # raised BentoML exception would log a traceback for every unknown id, and its body is
+        # a list rather than an object.
         try:
             answer = similar(self.bundle, item_id, k)
         except UnknownItem:
@@ -271,8 +285,58 @@ class Recommender:
         )
 
 
-def _error(status: int, message: str) -> Any:
-    return JSONResponse({"error": message}, status_code=status)
+DOCS_PATH = "/docs.json"
+
+
+class PublishedOpenAPI:
+    """ASGI middleware answering GET /docs.json (which the UI at / reads too) with
+    `openapi_document`: BentoML 1.4 has no hook into the document it generates, whose error
+    bodies, request bodies and optional fields say less than the service does."""
+
+    def __init__(self, app: ASGIApp, service: Any) -> None:
+        self.app = app
+        self.service = service
+        self.body: bytes | None = None  # built on the first request, once per worker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != DOCS_PATH or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        if self.body is None:
+            document = openapi_document(self.service.openapi_spec.asdict())
+            self.body = json.dumps(document).encode()
+        await Response(self.body, media_type="application/json")(scope, receive, send)
+
+
+class JsonBodiesOnly:
+    """ASGI middleware answering 415 to a POST to one of `routes` whose Content-Type is not
+    application/json (a missing one passes: BentoML reads the body as JSON). The document
+    declares JSON bodies only; BentoML would also parse forms, and answered 500 to a
+    multipart Content-Type without a boundary."""
+
+    def __init__(self, app: ASGIApp, routes: frozenset[str]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes:
+            given = dict(scope["headers"]).get(b"content-type")
+            media_type = None if given is None else given.decode("latin-1").split(";")[0]
+            if media_type is not None and media_type.strip().lower() != "application/json":
+                message = f"Content-Type must be application/json, got '{media_type.strip()}'"
+                await _error(415, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+Recommender.add_asgi_middleware(PublishedOpenAPI, service=Recommender)
+Recommender.add_asgi_middleware(
+    JsonBodiesOnly, routes=frozenset(api.route for api in Recommender.apis.values())
+)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(ErrorMessage(error=message).model_dump(), status_code=status)
 
 
 def _scored(answer: Ranked) -> list[ScoredItem]:
