@@ -47,9 +47,11 @@ def packaged(trained) -> str:
     return save_parts(from_checkpoint(str(trained.ckpt)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def client(packaged) -> Iterator[TestClient]:
-    """The service's ASGI app in-process (it loads the newest model, the one just packaged)."""
+    """The service's ASGI app in-process (it loads the newest model, the one just packaged).
+    One for the session: a second app in the process would register BentoML's Prometheus
+    metrics again (DuplicateTimeseries)."""
     from recsys.serving.service import Recommender
 
     with TestClient(Recommender.to_asgi()) as test_client:
