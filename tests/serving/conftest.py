@@ -52,9 +52,9 @@ def client(packaged) -> Iterator[TestClient]:
     """The service's ASGI app in-process (it loads the newest model, the one just packaged).
     One for the session: a second app in the process would register BentoML's Prometheus
     metrics again (DuplicateTimeseries)."""
-    from recsys.serving.service import Recommender
+    from recsys.serving.service import RecommenderService
 
-    with TestClient(Recommender.to_asgi()) as test_client:
+    with TestClient(RecommenderService.to_asgi()) as test_client:
         yield test_client
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from recsys.packaging.bundle import load_bundle
 from recsys.packaging.recommend import queries, rank
-from recsys.serving.local import PROJECT_ROOT, bentoml_serve
+from recsys.serving.local import PROJECT_ROOT
 from tests.conftest import BIN
 from tests.helpers import free_port
 
@@ -30,15 +30,6 @@ def call(url: str, body=None) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
-
-
-@pytest.fixture(scope="module")
-def server(packaged, tmp_path_factory):
-    """`bentoml serve` as a user runs it (project root, bentofile.yaml), on a free port."""
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {"RECSYS_MODEL": packaged, "OMP_WAIT_POLICY": "PASSIVE"}
-    with bentoml_serve(free_port(), env, log) as base:
-        yield base, log
 
 
 @pytest.fixture(scope="module")

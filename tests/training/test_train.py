@@ -140,28 +140,6 @@ def test_bad_processed_dir_is_a_user_error(tmp_path):
         train(cfg)
 
 
-def test_neumf_from_pretrained_gmf_and_mlp(small_processed, tmp_path):
-    """The NCF paper's recipe through the shipped experiment config."""
-    for model in ("gmf", "mlp"):
-        train(train_config(small_processed, tmp_path / model, f"model={model}", "test=false"))
-    gmf_ckpt = tmp_path / "gmf" / "checkpoints" / "best.ckpt"
-    mlp_ckpt = tmp_path / "mlp" / "checkpoints" / "best.ckpt"
-    cfg = train_config(
-        small_processed,
-        tmp_path / "neumf",
-        "experiment=neumf_pretrained",
-        f"model.net.pretrained_gmf={gmf_ckpt}",
-        f"model.net.pretrained_mlp={mlp_ckpt}",
-        "trainer.max_epochs=1",
-    )
-    metrics, objects = train(cfg)
-    gmf, _ = load_net(gmf_ckpt)
-    neumf = objects["module"].net
-    # Initialised from the GMF (then fine-tuned one epoch: close, not equal).
-    assert neumf.gmf_item.weight.shape == gmf.item_emb.weight.shape
-    assert metrics["val/ndcg@10"] > 0
-
-
 @pytest.mark.parametrize("n", [1, 1000, 64 * 1024, 64 * 1500, 3_000_000, 10**9])
 def test_auto_batch_size_is_the_largest_power_of_two_that_keeps_enough_steps(n):
     from recsys.data.datamodule import AUTO_MAX, AUTO_MIN, AUTO_STEPS_PER_EPOCH, auto_batch_size

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema, models_json_schema
 
+from recsys.packaging.recommend import DEFAULT_K
+
 MAX_K = 1000
 MAX_BATCH = 1000
 MAX_ID_LENGTH = 512
@@ -44,19 +46,19 @@ class Request(BaseModel):
 
 class RecommendRequest(Request):
     user_id: Id
-    k: K = 10
+    k: K = DEFAULT_K
     exclude_seen: Flag = Field(True, description="leave out items the user interacted with")
 
 
 class RecommendBatchRequest(Request):
     user_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_BATCH)]
-    k: K = 10
+    k: K = DEFAULT_K
     exclude_seen: Flag = True
 
 
 class SimilarItemsRequest(Request):
     item_id: Id
-    k: K = 10
+    k: K = DEFAULT_K
 
 
 class ResponseModel(BaseModel):

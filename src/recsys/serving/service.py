@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from recsys.devices import resolve_device
 from recsys.packaging.bundle import Bundle, load_bundle
 from recsys.packaging.recommend import (
+    DEFAULT_K,
     NoItemVectors,
     Query,
     Ranked,
@@ -41,6 +42,7 @@ from recsys.packaging.recommend import (
     popular,
     queries,
     rank,
+    recommend,
     similar,
 )
 from recsys.serving.schemas import (
@@ -179,7 +181,7 @@ class Ranker:
 
     @bentoml.on_startup
     def warm_up(self) -> None:
-        rank(self.bundle, [Query(0, 10)])
+        rank(self.bundle, [Query(0, DEFAULT_K)])
         freeze_heap()
 
     @bentoml.api(batchable=True, max_batch_size=4 * MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
@@ -189,7 +191,7 @@ class Ranker:
 
 
 @bentoml.service(name="recsys", **SERVICE_CONFIG)
-class Recommender:
+class RecommenderService:
     """The public API: validation, id mapping, cold start, similar items."""
 
     model = bentoml.models.BentoModel(MODEL_TAG)
@@ -213,16 +215,16 @@ class Recommender:
     # and the threads' GIL handoffs cost 30% of the throughput (measured: 270 vs 390 req/s).
     @bentoml.api(input_spec=RecommendRequest)
     async def recommend(
-        self, user_id: str, k: int = 10, exclude_seen: bool = True
+        self, user_id: str, k: int = DEFAULT_K, exclude_seen: bool = True
     ) -> Recommendation:
         """The user's top `k` items, best first; a user the model does not know gets the most
         popular items and `"fallback": "popular"`."""
-        (answer,) = rank(self.bundle, queries(self.bundle, [user_id], k, exclude_seen))
+        (answer,) = recommend(self.bundle, [user_id], k, exclude_seen)
         return self._recommendation(user_id, answer)
 
     @bentoml.api(input_spec=RecommendBatchRequest)
     async def recommend_batch(
-        self, user_ids: list[str], k: int = 10, exclude_seen: bool = True
+        self, user_ids: list[str], k: int = DEFAULT_K, exclude_seen: bool = True
     ) -> RecommendBatchResponse:
         """`/recommend` for each of 1..1000 users, in their order."""
         batch = queries(self.bundle, user_ids, k, exclude_seen)
@@ -243,7 +245,9 @@ class Recommender:
         )
 
     @bentoml.api(input_spec=SimilarItemsRequest, output_spec=SimilarItemsResponse)
-    async def similar_items(self, item_id: str, k: int = 10) -> SimilarItemsResponse | JSONResponse:
+    async def similar_items(
+        self, item_id: str, k: int = DEFAULT_K
+    ) -> SimilarItemsResponse | JSONResponse:
         """The `k` items nearest to `item_id` by cosine similarity of the item vectors (NeuMF:
         the GMF tower's); 404 for an unknown item, 422 for one without training interactions
         or a model without item vectors."""
@@ -329,9 +333,9 @@ class JsonBodiesOnly:
         await self.app(scope, receive, send)
 
 
-Recommender.add_asgi_middleware(PublishedOpenAPI, service=Recommender)
-Recommender.add_asgi_middleware(
-    JsonBodiesOnly, routes=frozenset(api.route for api in Recommender.apis.values())
+RecommenderService.add_asgi_middleware(PublishedOpenAPI, service=RecommenderService)
+RecommenderService.add_asgi_middleware(
+    JsonBodiesOnly, routes=frozenset(api.route for api in RecommenderService.apis.values())
 )
 
 
