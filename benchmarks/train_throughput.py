@@ -397,8 +397,8 @@ def main() -> None:
         "model": model_summary(),
         "data": str(processed.relative_to(ROOT)),
         "timing": (
-            "in-loop: on_train_epoch_start to the last optimizer step (RecommenderModule's own "
-            "train_samples / train_seconds; includes sampling the epoch); end-to-end: Trainer "
+            "in-loop: on_train_epoch_start to the last optimizer step (recsys-train's Throughput "
+            "callback: samples / seconds; includes sampling the epoch); end-to-end: Trainer "
             "construction + trainer.fit (setup, sampler, teardown)"
         ),
         "targets": {

@@ -68,3 +68,15 @@ def test_no_pointer_to_an_outside_contract_document():
             if pattern.search(line):
                 hits.append(f"{name}:{number}")
     assert not hits, hits
+
+
+def test_model_defaults_tables_are_what_the_script_computes():
+    """docs/MODEL_DEFAULTS.md's tables equal benchmarks/defaults_table.py's output from the
+    committed study results (it fails, naming the table, when they drift apart)."""
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "benchmarks/defaults_table.py", "--check", "docs/MODEL_DEFAULTS.md"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr

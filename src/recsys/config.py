@@ -74,7 +74,8 @@ class ModuleConfig:
     scheduler: Any = None
     l2_reg: float = 0.0
     loss: Loss = Loss.softmax
-    # Cutoffs of the val/test Recall@K and NDCG@K (K=10 is always added: it selects epochs).
+    # Cutoffs of the val/test Recall@K and NDCG@K (the monitored K is always added: it selects
+    # epochs).
     ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS))
     # optimizer.lr is the rate at lr_reference_batch; other batches scale it by this rule.
     lr_scaling: LrScaling = LrScaling.sqrt

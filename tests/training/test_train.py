@@ -255,3 +255,25 @@ def test_runs_that_cannot_work_are_refused_up_front(overrides, message, small_pr
 
     with pytest.raises(RecsysError, match=message):
         train(train_config(small_processed, tmp_path, *overrides))
+
+
+def test_the_optimized_metric_selects_and_is_tracked_as_best(small_processed, tmp_path):
+    """`optimized_metric` names what selects epochs: its `_best` series, the checkpoint's."""
+    cfg = train_config(
+        small_processed, tmp_path, "model=mf", "optimized_metric=val/recall@20", "refit=false"
+    )
+    metrics, objects = train(cfg)
+    checkpoint = objects["trainer"].checkpoint_callback
+    assert checkpoint.monitor == "val/recall@20"
+    best = float(checkpoint.best_model_score)
+    assert best == pytest.approx(metrics["val/recall@20"], abs=1e-6)
+    assert objects["module"].monitor == "val/recall@20"
+    assert float(objects["module"].val_best.compute()) == pytest.approx(best, abs=1e-6)
+
+
+def test_an_unknown_optimized_metric_is_a_user_error(small_processed, tmp_path):
+    from recsys.errors import RecsysError
+
+    cfg = train_config(small_processed, tmp_path, "model=mf", "optimized_metric=val/loss")
+    with pytest.raises(RecsysError, match="optimized_metric must be val/ndcg@K or val/recall@K"):
+        train(cfg)

@@ -80,15 +80,18 @@ class BatchOptions:
 class SyntheticSpec:
     """Knobs of the synthetic review generator (see recsys.data.synthetic)."""
 
+    # Size and randomness.
     n_users: int = 20_000
     n_items: int = 5_000
     n_interactions: int = 300_000
     seed: int = 42
+    # The choice model: latent factors, a softmax over sampled candidates, popularity.
     dim: int = 16
     affinity_temperature: float = 0.25
     candidates: int = 64
     popularity_exponent: float = 0.7
     activity_exponent: float = 1.6
+    # Time: recent releases, re-reviews, catalogue growth, the period covered.
     recent_share: float = 0.3
     recent_days: int = 180
     duplicate_rate: float = 0.03

@@ -5,6 +5,7 @@ which already carries a written bundle."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ def fetch_registered(model_uri: str, dst: str | Path) -> Path:
 
     if not model_uri.startswith("models:/"):
         raise RecsysError(f"model_uri must look like models:/NAME/VERSION, got '{model_uri}'")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
     except Exception as err:  # MLflow raises several types for unknown names/versions/stores
@@ -86,8 +88,8 @@ def fetch_registered(model_uri: str, dst: str | Path) -> Path:
     artifact = pyfunc.get("artifacts", {}).get(MLFLOW_ARTIFACT)
     if artifact is None:
         raise RecsysError(
-            f"'{model_uri}' holds no recsys bundle (registered by another tool, or by a recsys "
-            "before 0.2): register it again with recsys-train"
+            f"'{model_uri}' holds no recsys bundle (registered by another tool, or by an earlier "
+            "recsys): register it again with recsys-train"
         )
     return local / artifact["path"]
 

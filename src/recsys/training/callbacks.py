@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -130,8 +131,8 @@ class OptunaPruning(L.Callback):
 
 class EpochLog(L.Callback):
     """One log line per epoch (loss, the monitored val metric and its best, triplets/s, fit
-    time) when no progress bar shows them: `make demo`, CI logs and cluster pods otherwise
-    print nothing for minutes.
+    time) where no progress bar shows them: with the bar off (`make demo`) or output that is
+    not a terminal (CI logs, cluster pods), which otherwise print nothing for minutes.
 
     Written when the next epoch starts (or training ends): callbacks' `on_train_epoch_end`
     runs before the module's, which logs the epoch's loss."""
@@ -152,8 +153,10 @@ class EpochLog(L.Callback):
 
     def _write(self, trainer: L.Trainer) -> None:
         epoch, self._ended = self._ended, None
-        if epoch is None or trainer.progress_bar_callback is not None:
+        if epoch is None:
             return
+        if trainer.progress_bar_callback is not None and sys.stderr.isatty():
+            return  # the bar shows it
         if not trainer.is_global_zero:
             return
         logged = trainer.callback_metrics

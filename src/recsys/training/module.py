@@ -192,6 +192,12 @@ class RecommenderModule(L.LightningModule):
         self._log_ranking("test", self.test_metrics)
 
     # --- checkpoints ----------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before the best-so-far metric was renamed still resume."""
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("val_ndcg_best.")]:
+            state["val_best." + key.removeprefix("val_ndcg_best.")] = state.pop(key)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """What `recsys-eval` / `recsys-package` need to rebuild the net without this class
         (callbacks add to it, e.g. the MLflow run: `recsys.training.callbacks`)."""

@@ -32,8 +32,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from recsys.data.io import write_json
     from recsys.training import refit
     from recsys.training.ddp import ddp_job, leave_process_group, wait_for_children
+    from recsys.training.module import monitored_k
     from recsys.training.results import collect_metrics, test_metrics
 
+    try:
+        monitored_k(str(cfg.optimized_metric))
+    except ValueError as err:
+        raise RecsysError(str(err)) from None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if not cfg.get("train", True) and not cfg.get("ckpt_path"):
         raise RecsysError("train=false tests a trained model: give it ckpt_path=FILE")
