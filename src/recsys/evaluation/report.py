@@ -16,7 +16,7 @@ from recsys.data.processed import ProcessedData, load_processed
 from recsys.data.sampling import NegativeSampler
 from recsys.devices import resolve_device
 from recsys.errors import RecsysError
-from recsys.evaluation import DEFAULT_KS
+from recsys.evaluation.options import EvalSettings
 from recsys.evaluation.protocols import RankedBatch, evaluate_full, evaluate_sampled
 from recsys.evaluation.uncertainty import bootstrap_means, intervals, paired, per_user
 from recsys.models.checkpoint import CheckpointError, load_net
@@ -71,14 +71,14 @@ def evaluate_checkpoint(
     ckpt_path: str,
     processed_dir: str,
     output_dir: str,
-    ks: Sequence[int] = DEFAULT_KS,
-    protocol: str = "full",
-    batch_size: int = 1024,
-    n_negatives: int = 99,
-    seed: int = 0,
-    device: str = "auto",
-    bootstrap: int = 1000,
-    confidence: float = 0.95,
+    ks: Sequence[int] = EvalSettings.k,
+    protocol: str = EvalSettings.protocol,
+    batch_size: int = EvalSettings.batch_size,
+    n_negatives: int = EvalSettings.n_negatives,
+    seed: int = EvalSettings.seed,
+    device: str = EvalSettings.device,
+    bootstrap: int = EvalSettings.bootstrap,
+    confidence: float = EvalSettings.confidence,
     compare: str | None = None,
 ) -> dict[str, float | int]:
     """metrics.json and topk.parquet; with `bootstrap` resamples, intervals.json (a percentile

@@ -16,19 +16,17 @@ import torch
 from torchmetrics import MaxMetric
 
 from recsys import __version__
-from recsys.evaluation import DEFAULT_KS
 from recsys.evaluation.metrics import RankingMetrics
 from recsys.evaluation.protocols import rank_batch
 from recsys.models.base import RecommenderNet
 from recsys.training.loss import LOSSES, LossTerms
+from recsys.training.options import ModuleOptions
 
 # Solved nets (EASE, iALS, popularity) return no loss from training_step, on purpose: their
 # `solve` runs at epoch start. (Manual optimisation would not warn, but it leaves global_step
 # at 0, and ModelCheckpoint saves nothing at an unchanged step.)
 warnings.filterwarnings("ignore", message="`training_step` returned `None`")
 
-# What selects checkpoints unless the config says otherwise (`optimized_metric`).
-DEFAULT_MONITOR = "val/ndcg@10"
 # Learning-rate scaling rules: lr x (global batch / reference batch) ** exponent.
 LR_SCALING = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
@@ -58,14 +56,14 @@ class RecommenderModule(L.LightningModule):
         net: RecommenderNet,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
-        l2_reg: float = 0.0,
-        ks: Sequence[int] = DEFAULT_KS,
-        lr_scaling: str = "sqrt",
-        lr_reference_batch: int = 1024,
-        lr_scaling_max_batch: int | None = None,
-        compile_step: bool = False,
-        loss: str = "softmax",
-        monitor: str = DEFAULT_MONITOR,
+        l2_reg: float = ModuleOptions.l2_reg,
+        ks: Sequence[int] = ModuleOptions.ks,
+        lr_scaling: str = ModuleOptions.lr_scaling,
+        lr_reference_batch: int = ModuleOptions.lr_reference_batch,
+        lr_scaling_max_batch: int | None = ModuleOptions.lr_scaling_max_batch,
+        compile_step: bool = ModuleOptions.compile_step,
+        loss: str = ModuleOptions.loss,
+        monitor: str = ModuleOptions.monitor,
     ) -> None:
         super().__init__()
         if lr_scaling not in LR_SCALING:
