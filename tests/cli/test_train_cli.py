@@ -45,6 +45,22 @@ def last_line(text):
     return text.strip().splitlines()[-1]
 
 
+def check_quiet_output(output: str, epochs: int) -> None:
+    """What `make demo` prints: no line twice (Lightning's handler beside Hydra's), no product
+    tips, and with the progress bar off a line per epoch with loss, val NDCG@10, triplets/s,
+    then one per refit epoch."""
+    messages = [line.split("] - ", 1)[-1] for line in output.splitlines() if line.strip()]
+    assert "GPU available: False, used: False" in messages
+    assert not [m for m in messages if m.startswith("INFO: ")]  # Lightning's own handler
+    assert "litlogger" not in output and "Tip:" not in output
+    fit = [m for m in messages if m.startswith("epoch ")]
+    refit = [m for m in messages if m.startswith("refit epoch ")]
+    assert [m.split(",")[0] for m in fit] == [f"epoch {e}/{epochs}" for e in range(1, epochs + 1)]
+    assert refit and refit[-1].startswith(f"refit epoch {len(refit)}/{len(refit)},")
+    assert all("loss " in m and "triplets/s " in m for m in fit + refit)
+    assert all("val/ndcg@10 " in m and "best " in m for m in fit)
+
+
 def test_train_then_eval(small_processed, in_tmp):
     run = in_tmp / "run"
     res = cli(
@@ -57,6 +73,7 @@ def test_train_then_eval(small_processed, in_tmp):
         *QUIET,
     )
     assert res.returncode == 0, res.stderr
+    check_quiet_output(res.stdout + res.stderr, epochs=3)
     metrics = json.loads((run / "metrics.json").read_text())
     assert float(last_line(res.stdout)) == pytest.approx(metrics["val/ndcg@10"], abs=1e-6)
     assert METRIC_KEYS | {"train/samples_per_sec"} <= set(metrics)
@@ -79,34 +96,6 @@ def test_train_then_eval(small_processed, in_tmp):
         res, written = evaluate(in_tmp, run, small_processed, in_tmp / "gpu", "eval.device=cuda")
         assert res.returncode == 2 and "eval.device" in res.stderr and written is None
         assert "Traceback" not in res.stderr
-
-
-def test_output_is_one_copy_of_each_line_with_a_line_per_epoch(small_processed, in_tmp):
-    """What `make demo` prints: no line twice (Lightning's handler beside Hydra's), no product
-    tips, and with the progress bar off a line per epoch with loss, val NDCG@10, triplets/s."""
-    res = cli(
-        "recsys-train",
-        in_tmp,
-        f"data.processed_dir={small_processed}",
-        "model=mf",
-        "trainer.max_epochs=2",
-        "logger=csv",
-        "callbacks.rich_progress_bar=null",
-        "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={in_tmp / 'run'}",
-    )
-    assert res.returncode == 0, res.stderr
-    output = res.stdout + res.stderr
-    messages = [line.split("] - ", 1)[-1] for line in output.splitlines() if line.strip()]
-    assert "GPU available: False, used: False" in messages
-    assert not [m for m in messages if m.startswith("INFO: ")]  # Lightning's own handler
-    assert "litlogger" not in output and "Tip:" not in output
-    epochs = [m for m in messages if m.startswith(("epoch ", "refit epoch "))]
-    assert [m.split(",")[0] for m in epochs] == [
-        "epoch 1/2", "epoch 2/2", "refit epoch 1/2", "refit epoch 2/2",
-    ]  # fmt: skip
-    assert all("loss " in m and "triplets/s " in m for m in epochs)
-    assert all("val/ndcg@10 " in m and "best " in m for m in epochs[:2])
 
 
 def test_eval_user_errors_exit_2(small_processed, in_tmp):

@@ -58,7 +58,7 @@ def client(packaged) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one server for test_serve and test_openapi
 def server(packaged, tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """`bentoml serve` as a user runs it (project root, bentofile.yaml) on a free loopback
     port; yields the base URL and the server's log."""
