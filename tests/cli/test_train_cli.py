@@ -264,7 +264,9 @@ def test_neumf_pretrained_starts_from_the_gmf_and_mlp_checkpoints(small_processe
             f"data.processed_dir={small_processed}",
             f"model={model}",
             "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=4",  # any trained checkpoint will do
             "test=false",
+            "refit=false",
             f"hydra.run.dir={in_tmp / model}",
             *QUIET,
         )
@@ -279,7 +281,9 @@ def test_neumf_pretrained_starts_from_the_gmf_and_mlp_checkpoints(small_processe
         f"model.net.pretrained_mlp={mlp_ckpt}",
         "model.optimizer.lr=0",
         "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=4",
         "test=false",
+        "refit=false",
         f"hydra.run.dir={in_tmp / 'neumf'}",
         *QUIET,
     )
