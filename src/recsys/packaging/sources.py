@@ -12,14 +12,17 @@ from typing import Any
 import polars as pl
 
 from recsys.data.evalsets import known_interactions
-from recsys.data.processed import load_processed
+from recsys.data.processed import ProcessedData, load_processed
 from recsys.errors import RecsysError
 from recsys.models.checkpoint import CheckpointError, load_net
 from recsys.packaging.bundle import MLFLOW_ARTIFACT, BundleParts
 
 
-def from_checkpoint(ckpt_path: str, processed_dir: str | None = None) -> BundleParts:
-    """The checkpoint's net with the id maps and interactions of the data it was trained on."""
+def from_checkpoint(
+    ckpt_path: str, processed_dir: str | None = None, data: ProcessedData | None = None
+) -> BundleParts:
+    """The checkpoint's net with the id maps and interactions of the data it was trained on
+    (`data`: that directory already loaded, as the training run has it)."""
     try:
         net, meta = load_net(ckpt_path)
     except CheckpointError as err:
@@ -31,7 +34,8 @@ def from_checkpoint(ckpt_path: str, processed_dir: str | None = None) -> BundleP
             "the checkpoint does not record its processed directory: pass data.processed_dir=DIR",
             path=ckpt_path,
         )
-    data = load_processed(processed_dir)
+    if data is None or data.path != Path(processed_dir):
+        data = load_processed(processed_dir)
     if (net.n_users, net.n_items) != (data.n_users, data.n_items):
         raise RecsysError(
             f"the checkpoint was trained on {net.n_users} users x {net.n_items} items, "

@@ -115,7 +115,7 @@ def finish_run(
     mlflow.set_registry_uri(logger._tracking_uri)
     client, run_id = logger.experiment, logger.run_id
     data = datamodule.load()
-    parts = from_checkpoint(best, str(data.path)) if best else None
+    parts = from_checkpoint(best, str(data.path), data) if best else None
     if parts is not None:
         net = parts.net
     else:  # the weights in memory, moved off any accelerator without touching the trainer's
