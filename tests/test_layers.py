@@ -18,10 +18,10 @@ LAYERS = [
     {"models"},
     {"evaluation"},
     {"packaging"},
-    {"serving", "tracking"},
+    {"serving", "tracking", "batch"},
     {"training"},
-    {"config"},  # the structured-config schemas the entry points compose with
-    {"generate", "preprocess", "train", "evaluate", "package", "demo_summary"},
+    {"config", "recommend_config"},  # the structured-config schemas the entry points compose with
+    {"generate", "preprocess", "train", "evaluate", "package", "recommend", "demo_summary"},
 ]
 RANK = {name: level for level, names in enumerate(LAYERS) for name in names}
 

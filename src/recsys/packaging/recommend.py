@@ -1,6 +1,6 @@
 """The one inference path: top-k for users from a bundle (cold users get popular items) and
-similar items. The BentoML service, the MLflow pyfunc and batch scoring all answer through
-`recommend` / `rank`; plain torch, so it is testable without a server.
+similar items. The BentoML service and the MLflow pyfunc answer through `recommend` / `rank`,
+batch scoring through their kernel `top_items`; plain torch, testable without a server.
 
 Known users are ranked by `recsys.evaluation.ranking.masked_topk`, the kernel validation and
 `recsys-eval` use too; only the mask differs: here every item the user ever interacted with
@@ -72,18 +72,28 @@ def rank(bundle: Bundle, batch: Sequence[Query]) -> list[Ranked]:
         if not rows:
             continue
         users = torch.tensor([batch[i].user_idx for i in rows], device=bundle.device)
-        if exclude:
-            seen_rows, seen_items = csr_rows(bundle.seen_indptr, bundle.seen_indices, users)
-        else:
-            seen_rows = seen_items = users.new_empty(0)
         k_max = max(batch[i].k for i in rows)
-        scores, items = masked_topk(bundle.net, users, seen_rows, seen_items, k_max)
+        scores, items = top_items(bundle, users, k_max, exclude)
         for i, user_scores, user_items in zip(rows, scores.tolist(), items.tolist(), strict=True):
             answers[i] = _ranked(bundle, user_items, user_scores, batch[i].k)
     for i, query in enumerate(batch):
         if answers[i] is None:  # cold user: nothing to personalise with
             answers[i] = popular(bundle, query.k)
     return answers  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def top_items(
+    bundle: Bundle, users: torch.Tensor, k: int, exclude_seen: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k (scores, item_idx) of known users (indices on `bundle.device`), best first; a
+    user with fewer than k unseen items is padded with -inf scores. The kernel under `rank`
+    and batch scoring (`recsys.batch`), which turns whole blocks of users into parquet."""
+    if exclude_seen:
+        seen_rows, seen_items = csr_rows(bundle.seen_indptr, bundle.seen_indices, users)
+    else:
+        seen_rows = seen_items = users.new_empty(0)
+    return masked_topk(bundle.net, users, seen_rows, seen_items, k)
 
 
 def popular(bundle: Bundle, k: int) -> Ranked:

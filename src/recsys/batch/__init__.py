@@ -1,0 +1,1 @@
+"""Batch top-K for every user (recsys-recommend): resumable, sharded parquet parts."""
