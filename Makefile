@@ -92,7 +92,7 @@ serve: setup  ## serve the newest packaged `recsys` model on SERVE_PORT (bentoml
 bento: setup  ## build a Bento (service + code + newest model) from bentofile.yaml, offline
 	$(BIN)/bentoml build
 
-helm-lint: setup  ## lint, render and validate both Helm charts, service and training (Kubernetes 1.29 and 1.33, no helm binary)
+helm-lint: setup  ## lint, render and validate the Helm charts: service, training and batch scoring (Kubernetes 1.29 and 1.33, no helm binary)
 	$(BIN)/pytest tests/deploy -q
 
 lint: setup  ## ruff

@@ -11,6 +11,7 @@ import yaml
 CHARTS = Path(__file__).resolve().parents[2] / "deploy" / "helm"
 SERVING_CHART = CHARTS / "recsys"
 TRAINING_CHART = CHARTS / "recsys-training"
+BATCH_CHART = CHARTS / "recsys-batch"
 
 
 def render(
