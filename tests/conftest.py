@@ -7,8 +7,10 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from recsys.data.options import SyntheticSpec
@@ -79,3 +81,40 @@ def tiny_processed(tmp_path_factory) -> Path:
         root / "reviews.jsonl", root / "processed", PrepareOptions(), console=Console(quiet=True)
     )
     return root / "processed"
+
+
+@dataclass(frozen=True)
+class Trained:
+    workdir: Path
+    tracking_uri: str
+    ckpt: Path
+    processed: Path
+
+    def ids(self, kind: str) -> list[str]:
+        return (
+            pl.read_parquet(self.processed / f"{kind}s.parquet")
+            .sort(f"{kind}_idx")[f"{kind}_id"]
+            .to_list()
+        )
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_processed, tmp_path_factory) -> Trained:
+    """NeuMF, 2 epochs on the tiny data, tracked in SQLite and registered as `recsys`: one
+    training run for the serving and the batch-scoring tests."""
+    from tests.tracking.conftest import isolated_mlflow, train_tracked
+
+    workdir = tmp_path_factory.mktemp("serving_run")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    with isolated_mlflow(workdir, uri):
+        train_tracked(workdir, uri, tiny_processed, "model=neumf")
+    return Trained(workdir, uri, workdir / "run" / "checkpoints" / "best.ckpt", tiny_processed)
+
+
+@pytest.fixture(scope="session")
+def packaged(trained) -> str:
+    """The trained checkpoint saved as the newest `recsys` model; returns its tag."""
+    from recsys.packaging.sources import from_checkpoint
+    from recsys.packaging.store import save_parts
+
+    return save_parts(from_checkpoint(str(trained.ckpt)))

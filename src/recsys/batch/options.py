@@ -22,6 +22,10 @@ class ScoringOptions:
     exclude_seen: bool = True
     # Processes scoring parts side by side (CPU); each loads the model once.
     workers: int = 1
+    # torch threads per process (null: the CPUs shared out among the workers). Scores are
+    # byte-identical between runs with the same thread count; float sums may associate
+    # differently with another.
+    threads: int | None = None
     # auto (the GPU when torch sees one), cpu, cuda or cuda:N.
     device: str = "auto"
     # I/N: this process scores parts I, I+N, I+2N, ... (parts are numbered over all users).

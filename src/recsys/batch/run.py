@@ -86,6 +86,7 @@ def recommend_all(
             "parts_scored": len(todo),
             "parts_resumed": len(mine) - len(todo),
             "workers": opts.workers,
+            "threads": opts.threads or max(1, _cpus() // opts.workers),
             "device": str(device),
         }
         common = {
@@ -109,8 +110,8 @@ def recommend_all(
 def _check(opts: ScoringOptions):
     if opts.k < 1:
         raise RecsysError(f"k={opts.k}: ask for at least one item per user")
-    for key in ("workers", "part_users", "batch_users"):
-        if getattr(opts, key) < 1:
+    for key in ("workers", "part_users", "batch_users", "threads"):
+        if getattr(opts, key) is not None and getattr(opts, key) < 1:
             raise RecsysError(f"{key}={getattr(opts, key)}: must be at least 1")
     try:
         device = resolve_device(opts.device)
@@ -151,14 +152,15 @@ def _score_parts(
 ) -> None:
     progress = _Progress(sum(s.len() for s in users_of.values()))
     args = (opts.k, opts.exclude_seen, opts.batch_users)
+    threads = opts.threads or max(1, _cpus() // opts.workers)
     if opts.workers == 1 or len(users_of) <= 1:
+        torch.set_num_threads(threads)
         item_ids = pl.read_parquet(bundle_dir / ITEMS_FILE)["item_id"]
         for index, user_ids in users_of.items():
             _write(bundle, item_ids, output_dir, index, user_ids, *args)
             progress.advance(user_ids.len())
         progress.close()
         return
-    threads = max(1, _cpus() // opts.workers)
     context = multiprocessing.get_context("spawn")  # fork after OpenMP has started can hang
     with ProcessPoolExecutor(
         opts.workers,
