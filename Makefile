@@ -28,7 +28,7 @@ SERVE_PORT ?= 3000
 PEER_VENVS := benchmarks/.work/venvs
 PEERS_ARGS ?=
 
-.PHONY: help setup demo test bench bench-peers bench-defaults train sweep serve bento helm-lint lint clean distclean
+.PHONY: help setup demo test bench bench-peers bench-defaults bench-batch train sweep serve bento helm-lint lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ bench-peers: setup $(PEER_VENVS)/recbole/.installed $(PEER_VENVS)/implicit/.inst
 
 bench-defaults: setup  ## rerun the model-defaults study (hours) -> benchmarks/results/defaults_*.json, print its tables
 	$(BIN)/python benchmarks/defaults_table.py --run
+
+bench-batch: setup  ## recsys-recommend over 1M users x 100k items, MF and NeuMF (hours) -> benchmarks/results/batch_scoring.json
+	$(BIN)/python benchmarks/batch_scoring.py
 
 $(PEER_VENVS)/%/.installed: benchmarks/peers/requirements-%.txt
 	@test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
