@@ -15,6 +15,7 @@ from omegaconf import MISSING
 
 from recsys.data.options import BatchOptions, PrepareOptions, SplitKind, SyntheticSpec
 from recsys.evaluation.options import EvalSettings, Protocol
+from recsys.packaging.options import AnnOptions
 from recsys.training.options import Loss, LrScaling, ModuleOptions
 
 # The configs live at the project root (src/recsys/config.py -> <root>/conf), which an
@@ -93,12 +94,27 @@ class GenerateConfig(SyntheticSpec):
     paths: Any = None
 
 
+@dataclass
+class PackageConfig:
+    """recsys-package: exactly one source, the BentoML name, and how the two-stage retrieval
+    index is built for large catalogues (defaults: recsys.packaging.ann.AnnOptions)."""
+
+    ckpt_path: str | None = None
+    model_uri: str | None = None
+    data: Any = field(default_factory=lambda: {"processed_dir": None})
+    model_name: str = "recsys"
+    retrieval: AnnOptions = field(default_factory=AnnOptions)
+    task_name: str = "package"
+    paths: Any = None
+
+
 def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(group="data", name="base_data", node=DataConfig)
     store.store(group="model", name="base_module", node=ModuleConfig)
     store.store(group="eval", name="base_eval", node=EvalOptions)
     store.store(name="base_generate", node=GenerateConfig)
+    store.store(name="base_package", node=PackageConfig)
 
 
 register_configs()

@@ -13,6 +13,7 @@ from recsys.errors import exit_on_user_error
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="package")
 @exit_on_user_error("recsys-package")
 def run(cfg: DictConfig) -> str:
+    from recsys.packaging.options import AnnOptions
     from recsys.packaging.store import package
 
     tag = package(
@@ -20,6 +21,7 @@ def run(cfg: DictConfig) -> str:
         None if cfg.model_uri is None else str(cfg.model_uri),
         cfg.data.processed_dir,
         str(cfg.model_name),
+        AnnOptions(**cfg.retrieval),
     )
     print(tag, flush=True)  # the last line: the tag, for scripts (make demo)
     return tag

@@ -286,3 +286,22 @@ def test_an_output_dir_of_another_job_or_other_files_is_left_alone(full_run, pac
     result = cli(f"model={packaged}", f"output_dir={foreign}", cwd=tmp_path)
     assert result.returncode == 2 and "files that no recsys-recommend job wrote" in result.stderr
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_two_stage_retrieval_through_the_packaged_index(full_run, trained, tmp_path):
+    from recsys.packaging.options import AnnOptions, IndexKind
+    from recsys.packaging.sources import from_checkpoint
+    from recsys.packaging.store import save_parts
+
+    tag = save_parts(
+        from_checkpoint(str(trained.ckpt)), "recsys-indexed", AnnOptions(IndexKind.hnsw)
+    )
+    args = (f"model={tag}", "k=7", "part_users=60")
+    ok(*args, f"output_dir={tmp_path / 'ann'}", cwd=tmp_path)  # auto: the index
+    ok(*args, f"output_dir={tmp_path / 'exact'}", "retrieval=exact", cwd=tmp_path)
+    assert json.loads((tmp_path / "ann" / "manifest.json").read_text())["retrieval"] == "ann"
+    assert parts(tmp_path / "exact") == parts(full_run)
+    two_stage, exact = rows(tmp_path / "ann"), rows(full_run)
+    assert two_stage.height == exact.height
+    overlap = two_stage.join(exact, on=["user_id", "item_id"], how="semi").height
+    assert overlap / exact.height >= 0.95

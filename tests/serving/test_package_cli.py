@@ -88,7 +88,7 @@ def test_package_a_registered_mlflow_version_answers_like_the_checkpoint(trained
         ((), "pass exactly one of ckpt_path=FILE"),
         (("ckpt_path=a.ckpt", "model_uri=models:/recsys/1"), "pass exactly one of"),
         (("ckpt_path=missing.ckpt",), "does not exist"),
-        (("model_uri=runs:/abc/model",), "model_uri must look like models:/NAME/VERSION"),
+        (("model_uri=runs:/abc/model",), "is not models:/NAME/VERSION or models:/NAME@ALIAS"),
         (("model_uri=models:/recsys/999",), "cannot fetch 'models:/recsys/999'"),
     ],
     ids=["no-source", "two-sources", "missing-checkpoint", "not-a-models-uri", "no-version"],

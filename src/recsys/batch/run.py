@@ -22,11 +22,12 @@ import polars as pl
 import torch
 
 from recsys.batch import layout
-from recsys.batch.options import Retrieval, ScoringOptions
+from recsys.batch.options import ScoringOptions
 from recsys.batch.score import score_users
 from recsys.batch.users import ALL, file_sha256, ids_sha256, read_user_ids
 from recsys.devices import resolve_device
 from recsys.errors import RecsysError
+from recsys.models.checkpoint import CheckpointError
 from recsys.packaging.bundle import ITEMS_FILE, USERS_FILE, Bundle, load_bundle
 from recsys.packaging.locate import bundle_digest, open_model
 
@@ -42,8 +43,8 @@ def recommend_all(
     shard, device = _check(opts)
     started, clock = datetime.now(UTC), time.perf_counter()
     with open_model(model, processed_dir) as located:
-        bundle = load_bundle(located.bundle_dir, device if opts.workers == 1 else "cpu")
-        retrieval = _retrieval(bundle, Retrieval(opts.retrieval))
+        bundle = _load(located.bundle_dir, device if opts.workers == 1 else "cpu", opts.retrieval)
+        retrieval = bundle.retrieval
         model_users = pl.read_parquet(located.bundle_dir / USERS_FILE)["user_id"]
         if opts.users == ALL:
             ids, input_sha = model_users, ids_sha256(model_users)
@@ -120,12 +121,11 @@ def _check(opts: ScoringOptions):
     return layout.Shard.parse(opts.shard), device
 
 
-def _retrieval(bundle: Bundle, wanted: Retrieval) -> str:
-    if wanted == Retrieval.ann:
-        raise RecsysError(
-            "retrieval=ann: this model's bundle holds no ANN index; use retrieval=exact"
-        )
-    return Retrieval.exact.value
+def _load(bundle_dir: Path, device: torch.device | str, retrieval: str) -> Bundle:
+    try:
+        return load_bundle(bundle_dir, device, str(retrieval))
+    except CheckpointError as err:
+        raise RecsysError(str(err)) from err
 
 
 def _fallback_users(ids: pl.Series, model_users: pl.Series, bundle: Bundle) -> pl.DataFrame:
@@ -154,7 +154,7 @@ def _score_parts(
     args = (opts.k, opts.exclude_seen, opts.batch_users)
     threads = opts.threads or max(1, _cpus() // opts.workers)
     if opts.workers == 1 or len(users_of) <= 1:
-        torch.set_num_threads(threads)
+        _set_threads(bundle, threads)
         item_ids = pl.read_parquet(bundle_dir / ITEMS_FILE)["item_id"]
         for index, user_ids in users_of.items():
             _write(bundle, item_ids, output_dir, index, user_ids, *args)
@@ -166,7 +166,7 @@ def _score_parts(
         opts.workers,
         context,
         initializer=_init_worker,
-        initargs=(str(bundle_dir), str(device), threads),
+        initargs=(str(bundle_dir), str(device), threads, opts.retrieval),
     ) as pool:
         pending = {
             pool.submit(_worker_part, str(output_dir), index, user_ids, *args): user_ids.len()
@@ -188,14 +188,22 @@ def _write(bundle, item_ids, output_dir, index, user_ids, k, exclude_seen, batch
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(bundle_dir: str, device: str, threads: int) -> None:
-    torch.set_num_threads(threads)
-    _WORKER["bundle"] = load_bundle(bundle_dir, device)
+def _init_worker(bundle_dir: str, device: str, threads: int, retrieval: str) -> None:
+    _WORKER["bundle"] = _load(Path(bundle_dir), device, retrieval)
+    _set_threads(_WORKER["bundle"], threads)
     _WORKER["item_ids"] = pl.read_parquet(Path(bundle_dir) / ITEMS_FILE)["item_id"]
 
 
 def _worker_part(output_dir: str, index: int, user_ids: pl.Series, *args) -> None:
     _write(_WORKER["bundle"], _WORKER["item_ids"], Path(output_dir), index, user_ids, *args)
+
+
+def _set_threads(bundle: Bundle, threads: int) -> None:
+    torch.set_num_threads(threads)
+    if bundle.ann is not None:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
 
 
 def _cpus() -> int:

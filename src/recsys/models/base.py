@@ -46,9 +46,16 @@ class RecommenderNet(nn.Module):
         raise NotImplementedError
 
     def score_items(
-        self, users: torch.Tensor, start: int = 0, stop: int | None = None
+        self,
+        users: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Scores of every user in `users` against items start..stop-1, shape [B, stop-start]."""
+        """Scores of every user in `users` against items start..stop-1, shape [B, stop-start].
+        Nets may write them into `out` (float32, that shape) and return it: full-catalogue
+        ranking reuses one buffer, as a fresh allocation of this size is page-faulted in anew
+        each time (half the time of MF's matmul on CPU)."""
         raise NotImplementedError
 
     def train_scores(self, users: torch.Tensor, items: torch.Tensor) -> TrainScores:
@@ -67,6 +74,16 @@ class RecommenderNet(nn.Module):
     def item_embeddings(self) -> torch.Tensor:
         """Item vectors for item-to-item similarity, shape [n_items, d]."""
         raise NotImplementedError
+
+    def retrieval_users(self, users: torch.Tensor) -> torch.Tensor:
+        """Query vectors of `users` whose dot product with `retrieval_items()` is the score's
+        dot-product part (two-stage retrieval, `recsys.packaging.ann`); NotImplementedError
+        for nets without one (MLP, EASE, popularity), which are always scored exactly."""
+        raise NotImplementedError(f"{type(self).__name__} has no dot-product part to index")
+
+    def retrieval_items(self) -> torch.Tensor:
+        """Item vectors for the ANN index, shape [n_items, d] (see `retrieval_users`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no dot-product part to index")
 
     def item_side(self) -> dict[str, torch.Tensor]:
         """The item-only factors of `score_items`, computed once: serving stores them so a

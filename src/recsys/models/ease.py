@@ -119,7 +119,11 @@ class EASE(RecommenderNet):
         )
 
     def score_items(
-        self, users: torch.Tensor, start: int = 0, stop: int | None = None
+        self,
+        users: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         stop = self.n_items if stop is None else stop
         return self._history(users) @ self.weights[:, start:stop]

@@ -38,14 +38,12 @@ class MF(RecommenderNet):
             s = s + self.bias(items).squeeze(-1)
         return s
 
-    def score_items(
-        self, users: torch.Tensor, start: int = 0, stop: int | None = None
-    ) -> torch.Tensor:
+    def score_items(self, users, start=0, stop=None, out=None):
         stop = self.n_items if stop is None else stop
-        s = self.user_emb(users) @ self.item_emb.weight[start:stop].T
-        if self.bias is not None:
-            s = s + self.bias.weight[start:stop, 0]
-        return s
+        u, q = self.user_emb(users), self.item_emb.weight[start:stop]
+        if self.bias is None:
+            return torch.mm(u, q.T, out=out)
+        return torch.addmm(self.bias.weight[start:stop, 0], u, q.T, out=out)  # bias fused
 
     def train_scores(self, users, items):
         u, q = rows(self.user_emb, users), group_rows(self.item_emb, items)  # [P, d], [P, M, d]
@@ -56,3 +54,12 @@ class MF(RecommenderNet):
 
     def item_embeddings(self) -> torch.Tensor:
         return self.item_emb.weight
+
+    def retrieval_users(self, users: torch.Tensor) -> torch.Tensor:
+        u = self.user_emb(users)
+        return torch.cat([u, u.new_ones(u.shape[0], 1)], 1) if self.bias is not None else u
+
+    def retrieval_items(self) -> torch.Tensor:
+        """Item vectors with the bias as a last coordinate: the score exactly."""
+        q = self.item_emb.weight
+        return torch.cat([q, self.bias.weight], 1) if self.bias is not None else q

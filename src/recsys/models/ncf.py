@@ -153,11 +153,12 @@ class GMF(RecommenderNet):
     def score(self, users, items):
         return self.head(self.user_emb(users) * self.item_emb(items)).squeeze(-1)
 
-    def score_items(self, users, start=0, stop=None):
+    def score_items(self, users, start=0, stop=None, out=None):
         stop = self.n_items if stop is None else stop
         if self.frozen_items:
-            return self.user_emb(users) @ self.frozen_items["item"][start:stop].T
-        return (self.user_emb(users) * self.head.weight[0]) @ self.item_emb.weight[start:stop].T
+            return torch.mm(self.user_emb(users), self.frozen_items["item"][start:stop].T, out=out)
+        u = self.user_emb(users) * self.head.weight[0]
+        return torch.mm(u, self.item_emb.weight[start:stop].T, out=out)
 
     def train_scores(self, users, items):
         u, q = rows(self.user_emb, users), group_rows(self.item_emb, items)
@@ -169,6 +170,12 @@ class GMF(RecommenderNet):
 
     def item_side(self):
         return {"item": self.item_emb.weight * self.head.weight[0]}  # the head folded in
+
+    def retrieval_users(self, users):
+        return self.user_emb(users)
+
+    def retrieval_items(self):
+        return self.item_emb.weight * self.head.weight[0]  # the score exactly
 
 
 class MLP(RecommenderNet):
@@ -195,7 +202,7 @@ class MLP(RecommenderNet):
     def score(self, users, items):
         return self.head(self.mlp.pairs(users, items)).squeeze(-1)
 
-    def score_items(self, users, start=0, stop=None):
+    def score_items(self, users, start=0, stop=None, out=None):
         stop = self.n_items if stop is None else stop
         frozen = self.frozen_items or {}
         return self.mlp.grid(users, start, stop, self.head.weight[0], frozen.get("mlp_item"))
@@ -284,7 +291,7 @@ class NeuMF(RecommenderNet):
             s = s + group_rows(self.bias, items)[..., 0]
         return TrainScores(s, user_sq + sq_norms(p), item_sq + sq_norms(q))
 
-    def score_items(self, users, start=0, stop=None):
+    def score_items(self, users, start=0, stop=None, out=None):
         stop = self.n_items if stop is None else stop
         h_gmf, h_mlp = self.gmf_head, self.mlp_head
         frozen = self.frozen_items or {}
@@ -306,6 +313,16 @@ class NeuMF(RecommenderNet):
     def item_embeddings(self):
         """GMF item vectors: the tower whose geometry is a dot product, so cosine is meaningful."""
         return self.gmf_item.weight
+
+    def retrieval_users(self, users):
+        p = self.gmf_user(users)
+        return torch.cat([p, p.new_ones(p.shape[0], 1)], 1) if self.bias is not None else p
+
+    def retrieval_items(self):
+        """The GMF tower with its head folded in, plus the item bias: the score minus the MLP
+        tower, which re-ranking adds back."""
+        q = self.gmf_item.weight * self.gmf_head
+        return torch.cat([q, self.bias.weight], 1) if self.bias is not None else q
 
     def _load_pretrained(self) -> None:
         from recsys.models.checkpoint import load_net

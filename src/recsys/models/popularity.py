@@ -30,7 +30,11 @@ class Popularity(RecommenderNet):
         return self.counts[items]
 
     def score_items(
-        self, users: torch.Tensor, start: int = 0, stop: int | None = None
+        self,
+        users: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         stop = self.n_items if stop is None else stop
         return self.counts[start:stop].expand(users.shape[0], -1)

@@ -25,6 +25,7 @@ import torch
 
 from recsys.models.base import RecommenderNet
 from recsys.models.checkpoint import CheckpointError, build_net
+from recsys.packaging.ann import AnnIndex, load_index
 
 FORMAT_VERSION = 1
 # The bundle's name as an artifact of the registered MLflow model.
@@ -89,8 +90,12 @@ def write_bundle(parts: BundleParts, target: str | Path) -> dict[str, Any]:
         "similarity": "similarity" in item_side,
         **parts.info,
     }
-    (target / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
+    write_info(target, info)
     return info
+
+
+def write_info(target: str | Path, info: dict[str, Any]) -> None:
+    (Path(target) / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,27 @@ class Bundle:
     trained_items: torch.Tensor  # bool by item_idx: has train interactions
     item_unit: torch.Tensor | None  # unit item vectors for cosine similarity
     device: torch.device  # where the net and the scoring tensors live
+    ann: AnnIndex | None = None  # the two-stage retrieval index, when packaging built one
+    retrieval: str = "exact"  # how known users are ranked: exact, or ann (through `ann`)
 
 
-def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+def load_bundle(
+    path: str | Path, device: str | torch.device = "cpu", retrieval: str = "auto"
+) -> Bundle:
     """Read a bundle written by `write_bundle` (weights_only loads throughout); the scoring
-    tensors go to `device`, the id lookups stay in host memory."""
+    tensors go to `device`, the id lookups stay in host memory. `retrieval`: exact, ann
+    (the bundle must hold an index) or auto (ann when it does)."""
     path, device = Path(path), torch.device(device)
     info = read_info(path)
+    ann = load_index(path, info) if retrieval != "exact" else None
+    if retrieval == "ann" and ann is None:
+        raise CheckpointError(
+            f"retrieval=ann, but the model in '{path}' has no ANN index: recsys-package builds "
+            "one for catalogues of retrieval.min_items items or more (retrieval.index=hnsw or "
+            "ivf forces it); or use retrieval=exact"
+        )
+    if retrieval not in ("auto", "exact", "ann"):
+        raise ValueError(f"retrieval must be auto, exact or ann, got '{retrieval}'")
     net = build_net(info["net"])
     net.load_state_dict(_load(path / WEIGHTS_FILE))
     net.eval().requires_grad_(False).to(device)
@@ -148,6 +167,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         popular_counts=popular["counts"],
         item_unit=item_unit,
         device=device,
+        ann=ann,
+        retrieval="ann" if ann is not None else "exact",
         **device_of,
     )
 
@@ -173,7 +194,7 @@ def copy_bundle(source: str | Path, target: str | Path, info: dict[str, Any]) ->
     source, target = Path(source), Path(target)
     merged = {**read_info(source), **info}
     shutil.copytree(source, target, dirs_exist_ok=True)
-    (target / INFO_FILE).write_text(json.dumps(merged, indent=2, sort_keys=True))
+    write_info(target, merged)
     return merged
 
 

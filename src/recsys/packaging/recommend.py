@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from recsys.evaluation.ranking import masked_topk
+from recsys.packaging.ann import ann_topk
 from recsys.packaging.bundle import Bundle
 from recsys.sparse import csr_rows
 
@@ -87,12 +88,15 @@ def top_items(
     bundle: Bundle, users: torch.Tensor, k: int, exclude_seen: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k (scores, item_idx) of known users (indices on `bundle.device`), best first; a
-    user with fewer than k unseen items is padded with -inf scores. The kernel under `rank`
-    and batch scoring (`recsys.batch`), which turns whole blocks of users into parquet."""
+    user with fewer than k unseen items is padded with -inf scores. Every item is scored, or
+    with `bundle.retrieval == "ann"` the index's candidates (`recsys.packaging.ann`). The
+    kernel under `rank` and batch scoring (`recsys.batch`)."""
     if exclude_seen:
         seen_rows, seen_items = csr_rows(bundle.seen_indptr, bundle.seen_indices, users)
     else:
         seen_rows = seen_items = users.new_empty(0)
+    if bundle.retrieval == "ann" and bundle.ann is not None:
+        return ann_topk(bundle.net, bundle.ann, users, seen_rows, seen_items, k)
     return masked_topk(bundle.net, users, seen_rows, seen_items, k)
 
 

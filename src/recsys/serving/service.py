@@ -12,7 +12,9 @@ The OpenAPI document at /docs.json is `schemas.openapi_document`, served by `Pub
 
 Environment: `RECSYS_MODEL` picks the model (default `recsys:latest`, the newest packaged),
 `RECSYS_TORCH_THREADS` torch's threads per worker (default 1, see `torch_threads`),
-`RECSYS_DEVICE` where scoring runs (default: a GPU when torch sees one, else the CPU).
+`RECSYS_DEVICE` where scoring runs (default: a GPU when torch sees one, else the CPU),
+`RECSYS_RETRIEVAL` exact, ann or auto (default: two-stage through the model's ANN index when
+packaging built one, see `recsys.packaging.ann`).
 """
 
 from __future__ import annotations
@@ -140,9 +142,21 @@ def serving_device() -> torch.device:
 
 
 def load_served_bundle(model: Any) -> Bundle:
-    """The bundle of a resolved BentoML model on the serving device, torch threads set."""
-    torch.set_num_threads(torch_threads())
-    return load_bundle(model.path, serving_device())
+    """The bundle of a resolved BentoML model on the serving device, torch (and faiss) threads
+    set, ranking known users as `RECSYS_RETRIEVAL` says: auto (default: through the model's
+    ANN index when packaging built one), exact or ann."""
+    threads = torch_threads()
+    torch.set_num_threads(threads)
+    retrieval = os.environ.get("RECSYS_RETRIEVAL", "auto")
+    try:
+        bundle = load_bundle(model.path, serving_device(), retrieval)
+    except ValueError as err:  # CheckpointError included: no index, or an unknown value
+        raise RuntimeError(f"RECSYS_RETRIEVAL={retrieval}: {err}") from err
+    if bundle.ann is not None:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    return bundle
 
 
 def freeze_heap() -> None:
