@@ -28,7 +28,7 @@ SERVE_PORT ?= 3000
 PEER_VENVS := benchmarks/.work/venvs
 PEERS_ARGS ?=
 
-.PHONY: help setup demo test bench bench-peers bench-defaults bench-batch train sweep serve bento helm-lint lint clean distclean
+.PHONY: help setup demo test bench bench-peers bench-defaults bench-batch bench-serve-catalogue train sweep serve bento helm-lint lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ bench-defaults: setup  ## rerun the model-defaults study (hours) -> benchmarks/r
 
 bench-batch: setup  ## recsys-recommend over 1M users x 100k items, MF and NeuMF (hours) -> benchmarks/results/batch_scoring.json
 	$(BIN)/python benchmarks/batch_scoring.py
+
+bench-serve-catalogue: setup  ## bentoml serve over 1M items: two-stage retrieval vs exact, recall@10 (builds take minutes) -> benchmarks/results/serve_catalogue.json
+	$(BIN)/python benchmarks/serve_catalogue.py
 
 $(PEER_VENVS)/%/.installed: benchmarks/peers/requirements-%.txt
 	@test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
