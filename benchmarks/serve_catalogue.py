@@ -52,12 +52,16 @@ users, |two-stage top-10 & exact top-10| / |exact top-10| averaged. Each bundle 
 served with `bentoml serve` from the project root (RECSYS_MODEL=<tag>, RECSYS_RETRIEVAL=ann or
 exact, one worker per service and RECSYS_TORCH_THREADS=1: the defaults) and loaded by 16
 closed-loop clients on loopback (serve_load.py's `run_load`) posting `/recommend` (k=10) for
-random known users; the clients share the 2 cores with the server, as in serve_load.py.
+random known users; the clients share the 2 cores with the server, as in serve_load.py. That
+closed loop measures the saturation throughput, where latency is 16 / throughput by Little's
+law whatever the server. Then (two-stage only: exact scoring cannot sustain the rate) the same
+16 clients send an open loop of `--rate` (200) requests a second on fixed schedules, latency
+counted from the scheduled time: the latency at that load.
 
 Target on 2 cores (two-stage, 1M items, 16 clients): /recommend p99 <= 50 ms at >= 200 req/s
-with 0 errors, and two-stage recall@10 >= 0.95; exact scoring is measured beside it. The
-clients are a closed loop (each sends its next request when the last is answered), so by
-Little's law a p99 under 50 ms with 16 clients takes at least 16 / 0.05 = 320 req/s.
+with 0 errors (the open loop at 200 req/s, with the closed loop's saturation above 200 req/s),
+and two-stage recall@10 >= 0.95; exact scoring is measured beside it. A closed-loop p99 under
+50 ms with 16 clients would take at least 16 / 0.05 = 320 req/s at saturation.
 Results: benchmarks/results/serve_catalogue[_<label>].json and a table (`--quick`: 50k items
 x 10k users, an HNSW index forced, 5 s of load, saved under benchmarks/.work/results/).
 """
@@ -85,6 +89,7 @@ import time
 import urllib.request
 from typing import Any
 
+import aiohttp
 import numpy as np
 import torch
 from batch_scoring import _proc_status, seen_csr, tree_pids
@@ -434,6 +439,8 @@ def serve_and_load(
         "RECSYS_RETRIEVAL": retrieval,
         "OMP_WAIT_POLICY": "PASSIVE",
     }
+    if args.workers > 1:  # BentoML's own override of the service's worker count
+        env["BENTOML_CONFIG_OPTIONS"] = f"services.recsys.workers={args.workers}"
     rng = random.Random(args.seed)
     bodies = [{"user_id": u, "k": args.k} for u in rng.sample(user_ids, min(5000, len(user_ids)))]
     log = WORK / f"serve_catalogue_{retrieval}.log"
@@ -446,11 +453,52 @@ def serve_and_load(
         check_answer(url, bodies[0], args.k)
         asyncio.run(run_load(url, bodies, args.clients, args.warmup))
         latencies, errors, elapsed = asyncio.run(run_load(url, bodies, args.clients, args.seconds))
+        opened: dict[str, Any] = {}
+        if retrieval == "ann":  # exact scoring cannot keep up with the rate: no open loop
+            lat, err, el = asyncio.run(
+                open_loop(url, bodies, args.clients, args.rate, args.seconds)
+            )
+            opened = {f"open_{key}": value for key, value in summarize(lat, err, el).items()}
+            opened["open_rate"] = args.rate
         memory = server_rss()
     row = summarize(latencies, errors, elapsed)
     ordered = sorted(latencies)
     row["p95_ms"] = round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000, 2)
-    return {"startup_s": startup_s, **row, **memory}
+    return {"startup_s": startup_s, **row, **opened, **memory}
+
+
+async def open_loop(
+    url: str, bodies: list[dict[str, Any]], clients: int, rate: float, seconds: float
+) -> tuple[list[float], int, float]:
+    """Open loop: each client sends on its own fixed schedule (rate / clients a second, from a
+    random phase) whatever the answers; latency counts from the scheduled time, so a slow
+    answer is also charged to the requests it holds up (no coordinated omission)."""
+    latencies: list[float] = []
+    errors = 0
+    interval = clients / rate
+
+    async def client(session: aiohttp.ClientSession, seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        first = time.perf_counter() + rng.random() * interval
+        for i in range(int(seconds / interval)):
+            due = first + i * interval
+            if (delay := due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            try:
+                async with session.post(url, json=rng.choice(bodies)) as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            latencies.append(time.perf_counter() - due)
+            errors += not ok
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(session, seed) for seed in range(clients)))
+        elapsed = time.perf_counter() - start
+    return latencies, errors, elapsed
 
 
 # ------------------------------------------------------------------------------ report
@@ -462,9 +510,13 @@ def checks(mode: dict[str, Any], ann: dict[str, Any]) -> dict[str, bool | None]:
         return {}
     recall_packaging = (ann.get("index") or {}).get("recall_at_10")
     return {
+        # At >= 200 req/s offered and served, p99 <= 50 ms: the open loop at --rate.
+        "open_rate": mode.get("open_rate", 0) >= TARGET["rps"]
+        and mode.get("open_req_per_s", 0) >= 0.98 * mode.get("open_rate", 0),
+        "open_p99_ms": mode.get("open_p99_ms", float("inf")) <= TARGET["p99_ms"],
+        "errors": mode["errors"] == 0 and mode.get("open_errors", 1) == 0,
+        # The closed loop's saturation throughput must exceed the rate too.
         "req_per_s": mode["req_per_s"] >= TARGET["rps"],
-        "p99_ms": mode["p99_ms"] <= TARGET["p99_ms"],
-        "errors": mode["errors"] == 0,
         "recall_packaging": recall_packaging is not None and recall_packaging >= TARGET["recall"],
         "recall_independent": mode.get("recall_independent") is not None
         and mode["recall_independent"] >= TARGET["recall"],
@@ -481,7 +533,8 @@ def table(report: dict[str, Any]) -> Table:
     )
     cols = (
         "retrieval", "index", "recall pkg", "recall indep", "disk GB", "start s", "req/s",
-        "p50 ms", "p95 ms", "p99 ms", "errors", "RSS GB", "ok",
+        "p50 ms", "p95 ms", "p99 ms", "errors", "open req/s", "open p50", "open p99",
+        "RSS GB", "ok",
     )  # fmt: skip
     for col in cols:
         out.add_column(col, justify="left" if col in ("retrieval", "index") else "right")
@@ -511,6 +564,9 @@ def table(report: dict[str, Any]) -> Table:
             num("p95_ms", ".1f"),
             num("p99_ms", ".1f"),
             num("errors", "d"),
+            num("open_req_per_s", ",.0f"),
+            num("open_p50_ms", ".1f"),
+            num("open_p99_ms", ".1f"),
             num("server_rss_gb", ".2f"),
             "-" if not ok else ("yes" if all(ok.values()) else "NO"),
         )
@@ -561,6 +617,10 @@ def main() -> None:
         "--recall-users", type=int, default=500, help="users of the independent recall check"
     )
     parser.add_argument("--clients", type=int, default=TARGET["clients"])
+    parser.add_argument(
+        "--rate", type=float, default=TARGET["rps"], help="open loop: requests a second offered"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="the recsys service's workers")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--k", type=int, default=10)
