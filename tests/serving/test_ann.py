@@ -4,6 +4,8 @@ packaging refuses an index below the recall floor, and every path can be made ex
 
 from __future__ import annotations
 
+import dataclasses
+
 import bentoml
 import pytest
 import torch
@@ -13,7 +15,7 @@ from recsys.models import IALS
 from recsys.models.checkpoint import CheckpointError
 from recsys.models.mf import MF
 from recsys.models.ncf import GMF, MLP, NeuMF
-from recsys.packaging.ann import ann_topk, build_index, measure_recall
+from recsys.packaging.ann import AnnIndex, ann_topk, build_index, measure_recall
 from recsys.packaging.bundle import BundleParts, load_bundle, write_bundle
 from recsys.packaging.options import AnnOptions, IndexKind
 from recsys.packaging.recommend import recommend, top_items
@@ -158,3 +160,27 @@ def test_asking_for_ann_without_an_index_is_an_error(tmp_path):
     with pytest.raises(CheckpointError, match="has no ANN index"):
         load_bundle(tmp_path, retrieval="ann")
     assert load_bundle(tmp_path).retrieval == "exact"
+
+
+def test_similar_items_search_the_index_only_when_packaging_found_it_good_enough():
+    from recsys.packaging.recommend import similar
+
+    parts = bundle_parts(trained_like(MF(N_USERS, N_ITEMS, DIM)))
+    tag = save_parts(parts, "recsys-ann-test", AnnOptions(min_items=1000, candidates=300))
+    bundle = load_bundle(bentoml.models.get(tag).path)
+    info = bundle.ann.info
+    assert info["similar"] in ("ann", "exact") and 0 <= info["similar_recall_at_10"] <= 1
+    exact = load_bundle(bentoml.models.get(tag).path, retrieval="exact")
+    forced = dataclasses.replace(bundle, ann=AnnIndex(bundle.ann.index, {**info, "similar": "ann"}))
+    hits = 0
+    trained = torch.nonzero(bundle.trained_items).flatten().tolist()
+    items = [f"i{i}" for i in trained[::97]]
+    for item in items:
+        via_index, full = similar(forced, item, 10), similar(exact, item, 10)
+        assert item not in via_index.items and len(via_index.items) == 10
+        assert via_index.scores == sorted(via_index.scores, reverse=True)
+        hits += len(set(via_index.items) & set(full.items))
+    # Inner-product candidates favour long vectors, so they recall cosine neighbours less well
+    # than users' top items: packaging measures it and keeps /similar_items exact below the floor.
+    assert hits / (10 * len(items)) >= 0.6
+    assert (info["similar"] == "ann") == (info["similar_recall_at_10"] >= 0.95)

@@ -136,6 +136,18 @@ def ann_topk(
     return top_scores, torch.gather(candidates, 1, pick)
 
 
+def similar_candidates(ann: AnnIndex, unit: torch.Tensor, count: int) -> torch.Tensor | None:
+    """The `count` items of largest inner product with an item's unit vector (its bias
+    coordinate 0): candidates for cosine similarity (`recommend.similar`), longer vectors
+    favoured. None when the similarity vectors are not the index's space."""
+    if unit.numel() > ann.index.d:
+        return None
+    query = np.zeros((1, ann.index.d), np.float32)
+    query[0, : unit.numel()] = unit.float().cpu().numpy()
+    _, found = ann.index.search(query, count, **configure_search(ann, count))
+    return torch.from_numpy(found[0][found[0] >= 0]).to(unit.device)
+
+
 def measure_recall(
     net: RecommenderNet,
     ann: AnnIndex,

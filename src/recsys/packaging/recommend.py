@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from recsys.evaluation.ranking import masked_topk
-from recsys.packaging.ann import ann_topk
+from recsys.packaging.ann import ann_topk, similar_candidates
 from recsys.packaging.bundle import Bundle
 from recsys.sparse import csr_rows
 
@@ -108,7 +108,9 @@ def popular(bundle: Bundle, k: int) -> Ranked:
 
 @torch.inference_mode()
 def similar(bundle: Bundle, item_id: str, k: int) -> Ranked:
-    """The k trained items with the highest cosine similarity to `item_id` (itself excluded).
+    """The k trained items with the highest cosine similarity to `item_id` (itself excluded):
+    among every item, or, when packaging found the index good enough for it
+    (`ann.info["similar"] == "ann"`), among the index's candidates.
 
     Items without training interactions (first seen in val/test) keep random vectors: they
     are neither answered for nor returned."""
@@ -119,11 +121,43 @@ def similar(bundle: Bundle, item_id: str, k: int) -> Ranked:
         raise NoItemVectors(str(bundle.info.get("model")))
     if not bundle.trained_items[idx]:
         raise UntrainedItem(item_id)
-    sims = bundle.item_unit @ bundle.item_unit[idx]
-    sims[~bundle.trained_items] = -torch.inf
-    sims[idx] = -torch.inf
-    scores, items = torch.topk(sims, min(k, sims.numel()))
+    via_index = bundle.ann is not None and bundle.ann.info.get("similar") == "ann"
+    scores, items = cosine_top(bundle, idx, k, via_index)
     return _ranked(bundle, items.tolist(), scores.tolist(), k)
+
+
+def cosine_top(
+    bundle: Bundle, idx: int, k: int, via_index: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cosines, item_idx) of the k trained items nearest to item `idx`, from every item or
+    from the ANN index's candidates."""
+    assert bundle.item_unit is not None
+    unit = bundle.item_unit[idx]
+    candidates = None
+    if via_index and bundle.ann is not None:
+        candidates = similar_candidates(bundle.ann, unit, bundle.ann.candidates + 1)
+    if candidates is None:
+        candidates = torch.arange(bundle.item_unit.shape[0], device=unit.device)
+    sims = bundle.item_unit[candidates] @ unit
+    sims[~bundle.trained_items[candidates] | (candidates == idx)] = -torch.inf
+    scores, pick = torch.topk(sims, min(k, sims.numel()))
+    return scores, candidates[pick]
+
+
+def similar_recall(bundle: Bundle, n_items: int, seed: int, k: int = 10) -> float:
+    """Mean share of an item's exact cosine top-k that the index's candidates also give,
+    over a sample of trained items (packaging records it and picks the path)."""
+    trained = torch.nonzero(bundle.trained_items).flatten().cpu()
+    generator = torch.Generator().manual_seed(seed)
+    sample = trained[torch.randperm(trained.numel(), generator=generator)[:n_items]]
+    hits = total = 0
+    for idx in sample.tolist():
+        exact_scores, exact = cosine_top(bundle, idx, k, via_index=False)
+        _, approx = cosine_top(bundle, idx, k, via_index=True)
+        truth = set(exact[exact_scores > -torch.inf].tolist())
+        hits += len(truth & set(approx.tolist()))
+        total += len(truth)
+    return hits / total if total else 1.0
 
 
 def _ranked(bundle: Bundle, items: list[int], scores: list[float], k: int) -> Ranked:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from recsys.packaging.bundle import (
 )
 from recsys.packaging.locate import resolve_registered
 from recsys.packaging.options import AnnOptions, IndexKind
+from recsys.packaging.recommend import similar_recall
 from recsys.packaging.sources import fetch_registered, from_checkpoint
 
 
@@ -116,11 +118,20 @@ def add_ann_index(bundle_dir: Path, options: AnnOptions) -> dict[str, Any] | Non
         recall_users=options.recall_users,
         build_s=round(built_s, 1),
     )
+    if bundle.item_unit is not None:  # /similar_items: the index too, when it recalls enough
+        bundle = dataclasses.replace(bundle, ann=ann, retrieval="ann")
+        similar = similar_recall(bundle, options.recall_users, options.seed)
+        ann.info.update(
+            similar="ann" if similar >= options.recall_floor else "exact",
+            similar_recall_at_10=round(similar, 4),
+        )
     save_index(ann, bundle_dir)
     write_info(bundle_dir, {**info, INFO_KEY: ann.info})
+    similar = ann.info.get("similar_recall_at_10")
     print(
         f"ANN index: {kind} over {bundle.net.n_items:,} items, {ann.candidates} candidates, "
-        f"two-stage recall@10 {recall:.3f} on {options.recall_users:,} users",
+        f"two-stage recall@10 {recall:.3f} on {options.recall_users:,} users"
+        + ("" if similar is None else f"; similar items {similar:.3f} ({ann.info['similar']})"),
         file=sys.stderr,
     )
     return ann.info
