@@ -120,6 +120,7 @@ def test_bentoml_build_packages_service_code_and_newest_model(packaged, tmp_path
     assert src.is_file()
     requirements = (Path(bento.path) / "env" / "python" / "requirements.txt").read_text()
     assert "torch==2.13.0" in requirements and "download.pytorch.org/whl/cpu" in requirements
+    assert "faiss-cpu==" in requirements  # models with an ANN index load in the image
     routes = {route["route"] for route in bento.info.schema["routes"]}
     assert {"/recommend", "/recommend_batch", "/similar_items"} <= routes
 
