@@ -164,6 +164,8 @@ def test_sigkill_then_resume_matches_uninterrupted(small_processed, in_tmp):
         "model=mf",
         "trainer.max_epochs=5",
         "data.batch_size=256",
+        # The fit is what resumes; the refit's own resumption is test_refit.py's.
+        "refit=false",
         *QUIET,
     ]
     full = in_tmp / "full"
