@@ -106,10 +106,14 @@ def build_net(model: str, n_users: int, n_items: int) -> torch.nn.Module:
     return build_neumf(n_users, n_items)
 
 
-def bundle_dir(model: str, n_users: int, n_items: int, seen_per_user: int) -> Path:
+def bundle_dir(
+    model: str, n_users: int, n_items: int, seen_per_user: int, ann: bool = False
+) -> Path:
     """The bundle of this size, written once: a bundle of another size or seen-per-user count
-    under the same name is rebuilt."""
-    target = RUNS / f"{model}-{n_users}x{n_items}" / "bundle"
+    under the same name is rebuilt. With `ann`, the weights are serve_catalogue.py's
+    trained-like ones (random vectors have no neighbourhoods for an index to find) and the
+    bundle gets recsys-package's ANN index (defaults: HNSW at 100k items, recall floor)."""
+    target = RUNS / f"{model}-{n_users}x{n_items}{'-ann' if ann else ''}" / "bundle"
     if (target / "recsys.json").exists():
         info = read_info(target)
         if (info["n_users"], info["n_items"], info.get("seen_per_user")) == (
@@ -123,8 +127,14 @@ def bundle_dir(model: str, n_users: int, n_items: int, seen_per_user: int) -> Pa
     rng = np.random.default_rng(0)
     indptr, indices = seen_csr(n_users, n_items, seen_per_user, rng)
     popularity = np.bincount(indices, minlength=n_items)
+    if ann:
+        from serve_catalogue import build_model
+
+        net = build_model(model, n_users, n_items, 256, 0.45, 0)[0]
+    else:
+        net = build_net(model, n_users, n_items).eval()
     parts = BundleParts(
-        net=build_net(model, n_users, n_items).eval(),
+        net=net,
         user_ids=[f"u{i:07d}" for i in range(n_users)],
         item_ids=[f"i{i:07d}" for i in range(n_items)],
         seen_indptr=torch.from_numpy(indptr),
@@ -142,8 +152,15 @@ def bundle_dir(model: str, n_users: int, n_items: int, seen_per_user: int) -> Pa
     shutil.rmtree(target, ignore_errors=True)
     partial.mkdir(parents=True)
     write_bundle(parts, partial)
-    del parts
+    del parts, net
     gc.collect()
+    if ann:
+        from recsys.packaging.options import AnnOptions
+        from recsys.packaging.store import add_ann_index
+
+        info = add_ann_index(partial, AnnOptions())
+        if info is None:
+            raise SystemExit(f"{model}: no ANN index for {n_items:,} items (min_items)")
     partial.rename(target)
     size = sum(p.stat().st_size for p in target.iterdir()) / GB
     console.print(f"{model}: wrote {target} ({size:.2f} GB) in {time.perf_counter() - start:.1f}s")
@@ -401,7 +418,8 @@ def main() -> None:
     parser.add_argument(
         "--retrieval",
         default="exact",
-        help="recsys-recommend's retrieval= (default exact: what the eval kernel computes)",
+        help="recsys-recommend's retrieval= (default exact: what the eval kernel computes; "
+        "ann: trained-like weights from serve_catalogue.py, indexed as recsys-package does)",
     )
     parser.add_argument(
         "--eval-users", type=int, default=20_000, help="users sampled for the eval kernel"
@@ -437,7 +455,9 @@ def main() -> None:
     }
     path = None
     for model in args.models:
-        bundle = bundle_dir(model, args.users, args.items, args.seen_per_user)
+        bundle = bundle_dir(
+            model, args.users, args.items, args.seen_per_user, args.retrieval == "ann"
+        )
         threads = sorted({threads_per_worker(w) for w in args.workers}, reverse=True)
         evals = eval_throughput(bundle, args.k, args.eval_users, threads)
         gc.collect()
