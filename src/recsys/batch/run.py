@@ -154,6 +154,8 @@ def _score_parts(
     args = (opts.k, opts.exclude_seen, opts.batch_users)
     threads = opts.threads or max(1, _cpus() // opts.workers)
     if opts.workers == 1 or len(users_of) <= 1:
+        if bundle.device != device:  # loaded on the CPU for workers, and one part is left
+            bundle = _load(bundle_dir, device, opts.retrieval)
         _set_threads(bundle, threads)
         item_ids = pl.read_parquet(bundle_dir / ITEMS_FILE)["item_id"]
         for index, user_ids in users_of.items():
