@@ -97,7 +97,7 @@ from bentoml.exceptions import NotFound
 from common import WORK, build_neumf, console, machine, write_result
 from rich.console import Console
 from rich.table import Table
-from serve_load import free_port, run_load, summarize
+from serve_load import free_port, post_ok, run_load, summarize
 
 from recsys.errors import RecsysError
 from recsys.models.mf import MF
@@ -485,12 +485,7 @@ async def open_loop(
             due = first + i * interval
             if (delay := due - time.perf_counter()) > 0:
                 await asyncio.sleep(delay)
-            try:
-                async with session.post(url, json=rng.choice(bodies)) as resp:
-                    await resp.read()
-                    ok = resp.status == 200
-            except aiohttp.ClientError:
-                ok = False
+            ok = await post_ok(session, url, rng.choice(bodies))
             latencies.append(time.perf_counter() - due)
             errors += not ok
 

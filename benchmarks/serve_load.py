@@ -64,6 +64,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+async def post_ok(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> bool:
+    """One request, its answer read whole: True for a 200."""
+    try:
+        async with session.post(url, json=body) as resp:
+            await resp.read()
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
 async def run_load(
     url: str, bodies: list[dict[str, Any]], clients: int, seconds: float
 ) -> tuple[list[float], int, float]:
@@ -76,14 +86,8 @@ async def run_load(
         nonlocal errors
         rng = random.Random(seed)
         while time.perf_counter() < stop:
-            body = rng.choice(bodies)
             t = time.perf_counter()
-            try:
-                async with session.post(url, json=body) as resp:
-                    await resp.read()
-                    ok = resp.status == 200
-            except aiohttp.ClientError:
-                ok = False
+            ok = await post_ok(session, url, rng.choice(bodies))
             latencies.append(time.perf_counter() - t)
             errors += not ok
 
