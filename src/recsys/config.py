@@ -15,6 +15,7 @@ from omegaconf import MISSING
 
 from recsys.data.options import BatchOptions, PrepareOptions, SplitKind, SyntheticSpec
 from recsys.evaluation.options import EvalSettings, Protocol
+from recsys.lifecycle.options import GateSettings
 from recsys.packaging.options import AnnOptions
 from recsys.training.options import Loss, LrScaling, ModuleOptions
 
@@ -108,6 +109,26 @@ class PackageConfig:
     paths: Any = None
 
 
+@dataclass
+class PromoteConfig:
+    """recsys-promote: the candidate version, the split to judge on (default: the one the
+    candidate was trained on) and the gate; defaults and their meaning:
+    recsys.lifecycle.options.GateSettings."""
+
+    model_uri: str = MISSING
+    data: Any = field(default_factory=lambda: {"processed_dir": None})
+    metric: str = GateSettings.metric
+    margin: float = GateSettings.margin
+    force: bool = GateSettings.force
+    bootstrap: int = GateSettings.bootstrap
+    confidence: float = GateSettings.confidence
+    seed: int = GateSettings.seed
+    batch_size: int = GateSettings.batch_size
+    device: str = GateSettings.device
+    task_name: str = "promote"
+    paths: Any = None
+
+
 def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(group="data", name="base_data", node=DataConfig)
@@ -115,6 +136,7 @@ def register_configs() -> None:
     store.store(group="eval", name="base_eval", node=EvalOptions)
     store.store(name="base_generate", node=GenerateConfig)
     store.store(name="base_package", node=PackageConfig)
+    store.store(name="base_promote", node=PromoteConfig)
 
 
 register_configs()

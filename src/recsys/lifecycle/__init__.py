@@ -1,0 +1,2 @@
+"""The model lifecycle after training: the promotion gate that moves the registry's
+`champion` alias (`recsys-promote`)."""

@@ -1,0 +1,217 @@
+"""`recsys-promote`'s job: compare a registered candidate with the current champion on one
+test split and move the `champion` alias only when the candidate is better beyond doubt.
+
+The evidence is a paired percentile bootstrap over test users of (candidate - champion) on
+the configured metric: both models rank the same users' unseen items, so the per-user
+differences cancel most of the between-user variance a comparison of two means would carry.
+The candidate wins when the whole interval lies above `margin`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recsys.data.evalsets import EvalSet
+from recsys.data.processed import ProcessedData, load_processed
+from recsys.devices import resolve_device
+from recsys.errors import RecsysError
+from recsys.evaluation.protocols import evaluate_full
+from recsys.evaluation.report import comparison
+from recsys.evaluation.uncertainty import per_user
+from recsys.lifecycle import registry
+from recsys.lifecycle.options import CHAMPION, PREVIOUS, GateSettings
+from recsys.lifecycle.remap import RemappedNet, bundle_popularity, index_map, same_ids
+from recsys.models.base import RecommenderNet
+from recsys.packaging.bundle import load_bundle, read_info
+from recsys.packaging.sources import fetch_registered
+
+# Decisions, as recorded in the `promotion.decision` tag; exit 0 for all but `refused`.
+FIRST = "first"  # there was no champion: the candidate becomes it
+PROMOTED = "promoted"
+FORCED = "forced"  # force=true promoted a candidate the gate refused (or never compared)
+REFUSED = "refused"
+ALREADY = "already_champion"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: str
+    report: dict[str, Any]
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision in (FIRST, PROMOTED, FORCED)
+
+
+def promote(model_uri: str, processed_dir: str | None, gate: GateSettings) -> Outcome:
+    """Evaluate, decide, and (unless refused) move the aliases; the decision is recorded on
+    the candidate's version either way."""
+    gate.validate()
+    name, version = registry.parse_version_uri(model_uri)
+    candidate = registry.get_version(name, version)
+    champion = registry.version_by_alias(name, CHAMPION)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    base = {
+        "candidate": candidate.uri,
+        "champion": None if champion is None else champion.uri,
+        "metric": gate.metric,
+        "margin": gate.margin,
+        "forced": gate.force,
+        "at": stamp,
+    }
+    if champion is not None and champion.version == candidate.version:
+        return Outcome(ALREADY, {**base, "decision": ALREADY})
+    with tempfile.TemporaryDirectory(prefix="recsys-promote-") as tmp:
+        report = {**base, **evaluate(candidate, champion, processed_dir, gate, Path(tmp))}
+    if champion is None:
+        decision = FIRST
+    elif report["ci_low"] > gate.margin:
+        decision = PROMOTED
+    else:
+        decision = FORCED if gate.force else REFUSED
+    report["decision"] = decision
+    registry.record(candidate, report, stamp)
+    if decision != REFUSED:
+        registry.move_aliases(
+            name, candidate.version, None if champion is None else champion.version,
+            (CHAMPION, PREVIOUS),
+        )  # fmt: skip
+        if champion is not None:
+            registry.tag(champion, {"superseded_by": candidate.uri, "superseded_at": stamp})
+    return Outcome(decision, report)
+
+
+def evaluate(
+    candidate: registry.RegisteredVersion,
+    champion: registry.RegisteredVersion | None,
+    processed_dir: str | None,
+    gate: GateSettings,
+    tmp: Path,
+) -> dict[str, Any]:
+    """Both models on one test split (the candidate's data unless `processed_dir` is given):
+    their means, and the paired interval of the difference."""
+    kind, k = gate.metric_k()
+    data_path = registry.processed_path(candidate, processed_dir)
+    data = load_processed(data_path)
+    device = _device(gate.device)
+    test_set = EvalSet.for_split(data, "test")
+    if test_set.users.numel() == 0:
+        raise RecsysError("the test split has no users", path=data_path / "test.parquet")
+    found = {}
+    for role, version in (("candidate", candidate), ("champion", champion)):
+        if version is None:
+            continue
+        with _scorer(version, data, processed_dir is not None, device, tmp / role) as net:
+            _, ranked = evaluate_full(net, test_set, [k], gate.batch_size)
+        found[role] = per_user(ranked, [k])
+    metric = f"{kind}@{k}"
+    users, values = found["candidate"]
+    summary = {
+        "processed_dir": str(data_path.resolve()),
+        "input_sha256": data.metadata.get("input_sha256"),
+        "n_users": int(users.numel()),
+        "candidate_value": float(values[metric].mean()),
+    }
+    if champion is None:
+        return summary
+    result = comparison(
+        candidate.uri, champion.uri, users, values, found["champion"],
+        gate.bootstrap, gate.confidence, gate.seed,
+    )["metrics"][f"test/{metric}"]  # fmt: skip
+    return {
+        **summary,
+        "champion_value": result["b"],
+        "difference": result["difference"],
+        "ci_low": result["low"],
+        "ci_high": result["high"],
+        "confidence": gate.confidence,
+        "bootstrap": gate.bootstrap,
+        "p_better": result["p_a_better"],
+    }
+
+
+@contextlib.contextmanager
+def _scorer(
+    version: registry.RegisteredVersion,
+    data: ProcessedData,
+    common_split: bool,
+    device: torch.device,
+    tmp: Path,
+):
+    """The version's net, scoring in `data`'s id space. Without a common split given, a model
+    trained on other data is refused: its indices mean other users and items."""
+    tmp.mkdir()
+    bundle_dir = fetch_registered(version.uri, tmp)
+    info = read_info(bundle_dir)
+    bundle = load_bundle(bundle_dir, device, retrieval="exact")
+    net: RecommenderNet = bundle.net
+    if not same_ids(data.path, bundle_dir):
+        if not common_split:
+            raise RecsysError(
+                f"{version.uri} was trained on other data than the candidate's "
+                f"'{data.path}': its {bundle.net.n_users} users x {bundle.net.n_items} items "
+                f"(input sha256 {str(info.get('input_sha256'))[:12]}...) are not that "
+                f"directory's {data.n_users} x {data.n_items} (sha256 "
+                f"{str(data.metadata.get('input_sha256'))[:12]}...), so neither's test split "
+                "fits both. Pass data.processed_dir=DIR, a processed directory whose test "
+                "period both may be judged on (users and items are matched to each model by "
+                "id; ones a model never saw get its popular items)"
+            )
+        users = index_map(_ids(data.path, "user"), bundle.user_index)
+        items = index_map(_ids(data.path, "item"), bundle.item_index)
+        net = RemappedNet(bundle.net, bundle_popularity(bundle), users, items).to(device)
+    with torch.inference_mode():
+        yield net
+
+
+def _ids(path: Path, kind: str) -> list[str]:
+    import polars as pl
+
+    return pl.read_parquet(path / f"{kind}s.parquet").sort(f"{kind}_idx")[f"{kind}_id"].to_list()
+
+
+def _device(name: str) -> torch.device:
+    try:
+        return resolve_device(name)
+    except ValueError as err:
+        raise RecsysError(f"device: {err}") from err
+
+
+def summary(outcome: Outcome) -> str:
+    """The short report printed by recsys-promote."""
+    r = outcome.report
+    lines = [f"candidate {r['candidate']}  champion {r['champion'] or '(none)'}"]
+    if "difference" in r:
+        pct = round(100 * r["confidence"])
+        lines.append(
+            f"{r['metric']} on {r['n_users']:,} test users ({r['processed_dir']}): candidate "
+            f"{r['candidate_value']:.4f}, champion {r['champion_value']:.4f}, difference "
+            f"{r['difference']:+.4f}, {pct}% CI [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] "
+            f"(margin {r['margin']:+.4f}), P(candidate better) {r['p_better']:.3f}"
+        )
+    elif "candidate_value" in r:
+        lines.append(f"{r['metric']} on {r['n_users']:,} test users: {r['candidate_value']:.4f}")
+    lines.append(DECISION_TEXT[outcome.decision].format(**r))
+    return "\n".join(lines)
+
+
+DECISION_TEXT = {
+    FIRST: "decision: first model registered as champion -> {candidate} is @champion",
+    PROMOTED: "decision: promoted -> {candidate} is @champion, {champion} is @previous",
+    FORCED: (
+        "decision: FORCED (force=true overrode the gate) -> {candidate} is @champion, "
+        "{champion} is @previous"
+    ),
+    REFUSED: (
+        "decision: refused: the interval does not lie above the margin; {champion} stays "
+        "@champion (force=true overrides)"
+    ),
+    ALREADY: "decision: {candidate} is already @champion; nothing changed",
+}
