@@ -18,10 +18,10 @@ LAYERS = [
     {"models"},
     {"evaluation"},
     {"packaging"},
-    {"serving", "tracking", "batch"},
+    {"serving", "tracking", "batch", "lifecycle"},
     {"training"},
     {"config", "recommend_config"},  # the structured-config schemas the entry points compose with
-    {"generate", "preprocess", "train", "evaluate", "package", "recommend", "demo_summary"},
+    {"generate", "preprocess", "train", "evaluate", "package", "recommend", "promote", "demo_summary"},
 ]
 RANK = {name: level for level, names in enumerate(LAYERS) for name in names}
 
