@@ -53,6 +53,25 @@ def env_of(container: dict) -> dict[str, dict]:
     return {var["name"]: var for var in container.get("env", [])}
 
 
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a LabelSelector (matchLabels and matchExpressions) selects objects with `labels`;
+    a Service's plain selector map is passed as {"matchLabels": ...}."""
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        raise AssertionError(f"an empty selector selects everything: {selector}")
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    tests = {
+        "In": lambda key, values: labels.get(key) in values,
+        "NotIn": lambda key, values: labels.get(key) not in values,
+        "Exists": lambda key, values: key in labels,
+        "DoesNotExist": lambda key, values: key not in labels,
+    }
+    return all(
+        tests[e["operator"]](e["key"], e.get("values", []))
+        for e in selector.get("matchExpressions", [])
+    )
+
+
 @pytest.fixture(scope="module")
 def defaults() -> list[dict]:
     return render(IMAGE)
@@ -103,12 +122,13 @@ def test_service_monitor(full):
     service = one(full, "Service", "server")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    selected = monitor["spec"]["selector"]["matchLabels"].items()
-    assert selected <= service["metadata"]["labels"].items()
+    assert selects(monitor["spec"]["selector"], service["metadata"]["labels"])
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == service["spec"]["ports"][0]["name"] == "http"
     assert endpoint["path"] == "/metrics"
     assert endpoint["interval"] == "30s"
+    # The series keep the service's `endpoint` label (the API path), not exported_endpoint.
+    assert endpoint["honorLabels"] is True
 
 
 RESTRICTED_CONTAINER = {
@@ -210,6 +230,10 @@ def test_serving_container(defaults):
     assert env["OMP_WAIT_POLICY"]["value"] == "PASSIVE"
     assert "RECSYS_MODEL" not in env and "RECSYS_TORCH_THREADS" not in env
     assert "RECSYS_DEVICE" not in env  # CPU unless GPUs are requested
+    assert env["RECSYS_FEEDBACK_DIR"]["value"] == "/var/lib/recsys/feedback"
+    assert "RECSYS_FEEDBACK_MAX_BYTES" not in env  # the service's default
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] == 30
+    assert deployment["spec"]["template"]["metadata"]["labels"]["recsys.io/track"] == "stable"
     # HPA on: it owns the replica count.
     assert "replicas" not in deployment["spec"]
 
@@ -220,7 +244,9 @@ def test_serving_volumes_keep_the_bento_visible(defaults):
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     home = env_of(container)["BENTOML_HOME"]["value"]
-    assert set(mounts) == {"/tmp", home}
+    feedback = env_of(container)["RECSYS_FEEDBACK_DIR"]["value"]
+    assert set(mounts) == {"/tmp", home, feedback}
+    # Without persistence, the feedback log too is an emptyDir.
     assert all(volumes[name]["emptyDir"] == {} for name in mounts.values())
     # No writable volume over the Bento (and its models) or any directory above it.
     for path in mounts:
@@ -302,13 +328,13 @@ def test_selectors_take_the_serving_pods_only(full):
     job = one(render(training_values, chart=TRAINING_CHART), "Job")
     training = job["spec"]["template"]["metadata"]["labels"]
     for obj, selector in [
-        (one(full, "Service", "server"), lambda o: o["spec"]["selector"]),
-        (one(full, "PodDisruptionBudget"), lambda o: o["spec"]["selector"]["matchLabels"]),
-        (one(full, "NetworkPolicy"), lambda o: o["spec"]["podSelector"]["matchLabels"]),
+        (one(full, "Service", "server"), lambda o: {"matchLabels": o["spec"]["selector"]}),
+        (one(full, "PodDisruptionBudget"), lambda o: o["spec"]["selector"]),
+        (one(full, "NetworkPolicy"), lambda o: o["spec"]["podSelector"]),
     ]:
-        labels = selector(obj).items()
-        assert labels <= serving.items(), obj["kind"]
-        assert not labels <= training.items() and not labels <= test_pod.items(), obj["kind"]
+        assert selects(selector(obj), serving), obj["kind"]
+        assert not selects(selector(obj), training), obj["kind"]
+        assert not selects(selector(obj), test_pod), obj["kind"]
 
 
 def test_network_policy(defaults, full):

@@ -59,6 +59,40 @@ app.kubernetes.io/component: server
 {{- end }}
 
 {{/*
+The challenger's pods. A component of their own keeps them out of the stable Service's and
+Deployment's selectors, which are immutable (Deployment) or would send the stable share of traffic
+to the canary (Service).
+*/}}
+{{- define "recsys.canarySelectorLabels" -}}
+{{ include "recsys.selectorLabels" . }}
+app.kubernetes.io/component: server-canary
+{{- end }}
+
+{{/*
+The name of the canary's Deployment, Service, PDB and Ingress: the full name plus -canary, cut so
+that the whole stays a 63-character DNS label.
+*/}}
+{{- define "recsys.canaryFullname" -}}
+{{- printf "%s-canary" (include "recsys.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Both tracks (stable and canary) as a LabelSelector body: their pods for the NetworkPolicy, their
+Services for the ServiceMonitor. Constant whether the canary runs or not, so toggling it never
+touches them.
+*/}}
+{{- define "recsys.servingSelector" -}}
+matchLabels:
+  {{- include "recsys.selectorLabels" . | nindent 2 }}
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values:
+      - server
+      - server-canary
+{{- end }}
+
+{{/*
 The ServiceAccount the pods run as.
 */}}
 {{- define "recsys.serviceAccountName" -}}
@@ -77,6 +111,29 @@ The service image; the tag defaults to the chart's appVersion.
 {{- end }}
 
 {{/*
+The canary's image: each of repository and tag defaults to the stable image's.
+*/}}
+{{- define "recsys.canaryImage" -}}
+{{- $repository := .Values.canary.image.repository | default .Values.image.repository }}
+{{- $tag := .Values.canary.image.tag | toString | default (.Values.image.tag | toString) | default .Chart.AppVersion }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
+
+{{/*
+The ConfigMap holding the Grafana dashboard.
+*/}}
+{{- define "recsys.dashboardName" -}}
+{{- printf "%s-dashboard" (include "recsys.fullname" . | trunc 53 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The claim holding the feedback event log, when it lives on one.
+*/}}
+{{- define "recsys.feedbackClaim" -}}
+{{- .Values.feedback.persistence.existingClaim | default (printf "%s-feedback" (include "recsys.fullname" . | trunc 54 | trimSuffix "-")) }}
+{{- end }}
+
+{{/*
 Values the chart refuses with a message the schema could not give.
 */}}
 {{- define "recsys.checkValues" -}}
@@ -86,6 +143,44 @@ Values the chart refuses with a message the schema could not give.
 {{- if and .Values.autoscaling.enabled (not (dig "requests" "cpu" "" .Values.resources)) }}
 {{- fail "autoscaling.enabled needs resources.requests.cpu: the HPA's utilization target is a share of it" }}
 {{- end }}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) }}
+{{- fail "httpRoute.enabled needs httpRoute.parentRefs, the Gateway(s) the route attaches to, e.g. --set 'httpRoute.parentRefs[0].name=web' --set 'httpRoute.parentRefs[0].namespace=gateway-system'" }}
+{{- end }}
+{{- if .Values.canary.enabled }}
+{{- if and (eq .Values.canary.routing "gatewayapi") (not .Values.httpRoute.enabled) }}
+{{- fail "canary.routing=gatewayapi splits the traffic of the chart's HTTPRoute: set httpRoute.enabled=true and httpRoute.parentRefs (or canary.routing=nginx with ingress.enabled=true)" }}
+{{- end }}
+{{- if and (eq .Values.canary.routing "nginx") (not .Values.ingress.enabled) }}
+{{- fail "canary.routing=nginx adds an NGINX canary Ingress beside the chart's Ingress, on the same hosts and paths: set ingress.enabled=true and ingress.hosts (or canary.routing=gatewayapi with httpRoute.enabled=true)" }}
+{{- end }}
+{{- end }}
+{{- include "recsys.checkFeedbackDir" . }}
+{{- end }}
+
+{{/*
+The feedback volume must not hide the Bento (its models) or share a mount point with the pod's
+other volumes: Kubernetes refuses two mounts at one path only when the pod is created.
+*/}}
+{{- define "recsys.checkFeedbackDir" -}}
+{{- $dir := printf "%s/" (trimSuffix "/" .Values.feedback.dir) }}
+{{- $bento := printf "%s/" (include "recsys.bentoPath" .) }}
+{{- if or (hasPrefix $dir $bento) (hasPrefix $bento $dir) (has $dir (list "/tmp/" (printf "%s/" (include "recsys.bentomlHome" .)))) }}
+{{- fail (printf "feedback.dir=%s would hide the Bento at %s or another volume of the pod (/tmp, %s): choose a directory of its own, e.g. /var/lib/recsys/feedback" .Values.feedback.dir (include "recsys.bentoPath" .) (include "recsys.bentomlHome" .)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where `bentoml containerize` puts the Bento and its models (BENTO_PATH in the image).
+*/}}
+{{- define "recsys.bentoPath" -}}
+/home/bentoml/bento
+{{- end }}
+
+{{/*
+BENTOML_HOME of the serving pods: an emptyDir (see the Deployment for why it moves).
+*/}}
+{{- define "recsys.bentomlHome" -}}
+/var/lib/bentoml
 {{- end }}
 
 {{/*
@@ -116,4 +211,28 @@ Call with (dict "resources" <requests/limits> "gpu" <count>).
 {{- $_ := set $resources "limits" (merge (dict "nvidia.com/gpu" $gpu) ($resources.limits | default dict)) }}
 {{- end }}
 {{- toYaml $resources }}
+{{- end }}
+
+{{/*
+The Ingress rules of ingress.hosts, to one Service's port http.
+Call with (dict "root" $ "service" <Service name>).
+*/}}
+{{- define "recsys.ingressRules" -}}
+{{- $service := .service }}
+{{- range .root.Values.ingress.hosts }}
+- http:
+    paths:
+      {{- range .paths }}
+      - path: {{ .path | quote }}
+        pathType: {{ .pathType | default "Prefix" }}
+        backend:
+          service:
+            name: {{ $service }}
+            port:
+              name: http
+      {{- end }}
+  {{- with .host }}
+  host: {{ . | quote }}
+  {{- end }}
+{{- end }}
 {{- end }}
