@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from recsys.data.options import BatchOptions, PrepareOptions, SplitKind, SyntheticSpec
-from recsys.evaluation.options import EvalSettings, Protocol
+from recsys.evaluation.options import EvalSettings, Protocol, SegmentSettings
 from recsys.lifecycle.options import GateSettings
 from recsys.packaging.options import AnnOptions
 from recsys.training.options import Loss, LrScaling, ModuleOptions
@@ -70,11 +70,24 @@ class ModuleConfig:
 
 
 @dataclass
+class SegmentOptions:
+    """`eval.segments.*`: segments.json (docs/EVALUATION.md, Segments); defaults and their
+    meaning: recsys.evaluation.options.SegmentSettings."""
+
+    enabled: bool = SegmentSettings.enabled
+    user_activity_edges: list[int] | None = None
+    item_popularity_shares: list[float] = field(
+        default_factory=lambda: list(SegmentSettings.item_popularity_shares)
+    )
+    new_item_days: float = SegmentSettings.new_item_days
+
+
+@dataclass
 class EvalOptions:
     """recsys-eval's `eval.*` settings (docs/REFERENCE.md, Evaluation); defaults and their
     meaning: recsys.evaluation.options.EvalSettings."""
 
-    # Where metrics.json, topk.parquet and intervals.json go (written atomically).
+    # Where metrics.json, topk.parquet, intervals.json and segments.json go (atomically).
     output_dir: str = MISSING
     k: list[int] = field(default_factory=lambda: list(EvalSettings.k))
     protocol: Protocol = EvalSettings.protocol
@@ -84,6 +97,7 @@ class EvalOptions:
     device: str = EvalSettings.device
     bootstrap: int = EvalSettings.bootstrap
     confidence: float = EvalSettings.confidence
+    segments: SegmentOptions = field(default_factory=SegmentOptions)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""recsys-eval: evaluate a checkpoint on the test split; writes metrics.json and topk.parquet."""
+"""recsys-eval: evaluate a checkpoint on the test split; writes metrics.json, topk.parquet and
+the reports (intervals.json, comparison.json, segments.json)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from recsys.config import CONFIG_DIR
 from recsys.errors import exit_on_user_error
@@ -15,6 +16,7 @@ from recsys.errors import exit_on_user_error
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 @exit_on_user_error("recsys-eval")
 def run(cfg: DictConfig) -> float:
+    from recsys.evaluation.options import SegmentSettings
     from recsys.evaluation.report import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
@@ -30,16 +32,24 @@ def run(cfg: DictConfig) -> float:
         bootstrap=cfg.eval.bootstrap,
         confidence=cfg.eval.confidence,
         compare=cfg.get("compare"),
+        segments=SegmentSettings(**OmegaConf.to_container(cfg.eval.segments)),
     )
-    print_reports(Path(cfg.eval.output_dir))
     # The last line: test NDCG@10, or NDCG at the smallest cutoff when eval.k lacks 10.
-    key = "test/ndcg@10" if "test/ndcg@10" in metrics else f"test/ndcg@{min(cfg.eval.k)}"
+    k = 10 if "test/ndcg@10" in metrics else min(cfg.eval.k)
+    print_reports(Path(cfg.eval.output_dir), k)
+    key = f"test/ndcg@{k}"
     print(f"{metrics[key]:.6f}", flush=True)
     return float(metrics[key])
 
 
-def print_reports(out: Path) -> None:
-    """The intervals (and the comparison) on the console, one metric a line."""
+def print_reports(out: Path, k: int) -> None:
+    """The segments at cutoff k as a table, the intervals (and the comparison) one metric a
+    line."""
+    from recsys.evaluation.segments import table
+
+    segments = out / "segments.json"
+    if segments.is_file():
+        print("\n".join(table(json.loads(segments.read_text()), k)))
     intervals = out / "intervals.json"
     if intervals.is_file():
         report = json.loads(intervals.read_text())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +19,21 @@ from recsys.data.options import PrepareOptions
 from recsys.data.prepare import prepare_dataset
 from recsys.data.sampling import NegativeSampler
 from recsys.errors import RecsysError
+from recsys.evaluation.options import SegmentSettings
 from recsys.evaluation.protocols import evaluate_sampled
 from recsys.evaluation.report import evaluate_checkpoint
 from recsys.models import MF, RecommenderNet
+from tests.conftest import BIN
 
 N_USERS, N_ITEMS = 30, 40
 METRIC_KEYS = {"test/recall@10", "test/ndcg@10", "test/recall@20", "test/ndcg@20", "n_users"}
+
+
+def coverage_keys(*ks: int) -> set[str]:
+    """What segments add to metrics.json: the top-K's coverage and popularity percentile."""
+    return {f"test/{name}@{k}" for name in ("coverage", "avg_popularity_percentile") for k in ks}
+
+
 TOPK_SCHEMA = {"user_idx": pl.Int32, "rank": pl.Int16, "item_idx": pl.Int32, "score": pl.Float32}
 
 
@@ -159,12 +170,13 @@ def test_full_protocol_outputs(processed, ckpt, tmp_path):
     out = tmp_path / "eval"
     metrics = evaluate_checkpoint(str(ckpt), str(processed), str(out), ks=(20, 10), batch_size=7)
     saved = json.loads((out / "metrics.json").read_text())
-    assert set(saved) == METRIC_KEYS == set(metrics)
+    assert set(saved) == METRIC_KEYS | coverage_keys(10, 20) == set(metrics)
     assert saved == pytest.approx(metrics, rel=1e-12)
     assert isinstance(saved["n_users"], int)
     assert sorted(p.name for p in out.iterdir()) == [
         "intervals.json",
         "metrics.json",
+        "segments.json",
         "topk.parquet",
     ]
     intervals = json.loads((out / "intervals.json").read_text())
@@ -175,8 +187,28 @@ def test_full_protocol_outputs(processed, ckpt, tmp_path):
 
     topk = pl.read_parquet(out / "topk.parquet")
     check_topk(topk, processed, mf(), k=20)
-    assert recompute(topk, processed, (10, 20)) == pytest.approx(saved, rel=1e-5, abs=1e-7)
+    want = recompute(topk, processed, (10, 20))
+    assert want == pytest.approx({k: saved[k] for k in want}, rel=1e-5, abs=1e-7)
     assert saved["n_users"] == len(read_pairs(processed, "test")) < N_USERS
+    for k in (10, 20):  # coverage over every evaluated user's top-K
+        distinct = topk.filter(pl.col("rank") <= k)["item_idx"].n_unique()
+        assert saved[f"test/coverage@{k}"] == pytest.approx(distinct / N_ITEMS)
+
+    # The activity buckets partition the users: their weighted means are the overall ones.
+    segments = json.loads((out / "segments.json").read_text())
+    assert segments["k"] == [10, 20] and segments["history"] == "train + val"
+    buckets = segments["user_activity"]["buckets"]
+    assert sum(b["n_users"] for b in buckets) == saved["n_users"]
+    for key in METRIC_KEYS - {"n_users"}:
+        total = sum(b["n_users"] * b[key] for b in buckets if b["n_users"])
+        assert total / saved["n_users"] == pytest.approx(saved[key]), key
+    assert {k: segments["coverage"][k] for k in coverage_keys(10, 20)} == {
+        k: saved[k] for k in coverage_keys(10, 20)
+    }
+    items = segments["item_popularity"]["buckets"]
+    assert sum(b["n_items"] for b in items) == N_ITEMS
+    for k in (10, 20):
+        assert sum(b[f"test/recommended_share@{k}"] for b in items) == pytest.approx(1)
 
 
 def test_sampled_protocol_adds_sampled_keys(processed, ckpt, tmp_path):
@@ -188,7 +220,7 @@ def test_sampled_protocol_adds_sampled_keys(processed, ckpt, tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == pytest.approx(metrics)
     assert METRIC_KEYS | {"sampled/hr@10", "sampled/ndcg@10"} <= set(saved)
-    assert {k: saved[k] for k in METRIC_KEYS} == pytest.approx(full)
+    assert {k: saved[k] for k in full} == pytest.approx(full)
     assert all(0.0 <= saved[k] <= 1.0 for k in saved if k.startswith("sampled/") and "@" in k)
 
     # The negatives avoid every known interaction (train, val and test).
@@ -221,11 +253,12 @@ def test_other_cutoffs_set_the_keys_and_k(processed, ckpt, tmp_path):
         "test/recall@7",
         "test/ndcg@7",
         "n_users",
-    }
+    } | coverage_keys(3, 7)
     topk = pl.read_parquet(out / "topk.parquet")
     assert topk.get_column("rank").max() == 7
     check_topk(topk, processed, mf(), k=7)
-    assert recompute(topk, processed, (3, 7)) == pytest.approx(metrics, rel=1e-5, abs=1e-7)
+    want = recompute(topk, processed, (3, 7))
+    assert want == pytest.approx({k: metrics[k] for k in want}, rel=1e-5, abs=1e-7)
 
 
 def test_prepared_synthetic_data(small_reviews, tmp_path):
@@ -239,7 +272,8 @@ def test_prepared_synthetic_data(small_reviews, tmp_path):
     metrics = evaluate_checkpoint(str(ckpt), str(processed), str(out))
     topk = pl.read_parquet(out / "topk.parquet")
     check_topk(topk, processed, net, k=20)
-    assert recompute(topk, processed, (10, 20)) == pytest.approx(metrics, rel=1e-5, abs=1e-7)
+    want = recompute(topk, processed, (10, 20))
+    assert want == pytest.approx({k: metrics[k] for k in want}, rel=1e-5, abs=1e-7)
 
 
 def test_checkpoint_for_other_sizes_is_refused(processed, tmp_path):
@@ -279,6 +313,8 @@ def failing_inputs(failure: str, ckpt: Path, processed: Path, tmp: Path):
         return ckpt, processed, {"bootstrap": -1}
     if failure == "bad-k":
         return ckpt, processed, {"ks": [0, 10]}
+    if failure == "bad-segments":
+        return ckpt, processed, {"segments": SegmentSettings(user_activity_edges=(8, 2))}
     assert failure == "unknown-protocol"
     return ckpt, processed, {"protocol": "sampeld"}
 
@@ -292,6 +328,7 @@ MESSAGES = {
     "compare-other-sizes": "trained on",
     "bad-bootstrap": "eval.bootstrap",
     "bad-k": "eval.k",
+    "bad-segments": "eval.segments.user_activity_edges",
     "unknown-protocol": "eval.protocol",
 }
 FAILURES = list(MESSAGES)
@@ -326,4 +363,41 @@ def test_comparison_of_two_checkpoints(processed, ckpt, tmp_path):
     same = json.loads((out / "comparison.json").read_text())["metrics"]
     assert all(v["difference"] == v["low"] == v["high"] == 0 for v in same.values())
     evaluate_checkpoint(str(ckpt), str(processed), str(out), bootstrap=0)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json",
+        "segments.json",
+        "topk.parquet",
+    ]
+    off = SegmentSettings(enabled=False)
+    metrics = evaluate_checkpoint(str(ckpt), str(processed), str(out), bootstrap=0, segments=off)
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "topk.parquet"]
+    assert set(metrics) == METRIC_KEYS
+
+
+def test_cli_prints_the_segment_table_and_ends_with_ndcg(processed, ckpt, tmp_path):
+    """The real recsys-eval: typed eval.segments overrides, the table, NDCG@10 last."""
+    out = tmp_path / "eval"
+    res = subprocess.run(
+        [BIN / "recsys-eval", f"ckpt_path={ckpt}", f"data.processed_dir={processed}",
+         f"eval.output_dir={out}", "eval.bootstrap=0", "eval.segments.user_activity_edges=[5,15]",
+         f"hydra.run.dir={tmp_path / 'hydra'}"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_WAIT_POLICY": "PASSIVE"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert float(lines[-1]) == pytest.approx(metrics["test/ndcg@10"], abs=1e-6)
+    segments = json.loads((out / "segments.json").read_text())
+    assert segments["user_activity"]["edges"] == [5, 15]
+    assert segments["user_activity"]["edges_from"] == "eval.segments.user_activity_edges"
+    header = next(n for n, line in enumerate(lines) if line.startswith("segment "))
+    assert lines[header].split()[-3:] == ["R@10", "N@10", "top-10"]
+    rows = lines[header + 1 : header + 8]
+    labels = ["users low", "users mid", "users high", "items head", "items mid", "items tail",
+              "items new"]  # fmt: skip
+    assert [row[: len(name)] for row, name in zip(rows, labels, strict=True)] == labels
+    low = segments["user_activity"]["buckets"][0]
+    assert rows[0].split()[-3:] == [f"{low['n_users']:,}", f"{low['test/recall@10']:.4f}",
+                                    f"{low['test/ndcg@10']:.4f}"]  # fmt: skip
+    assert lines[header + 8].startswith("coverage@10 ")

@@ -10,9 +10,14 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from recsys.data.evalsets import EvalSet
+from recsys.data.processed import load_processed
 from recsys.errors import RecsysError
+from recsys.evaluation.protocols import evaluate_full
+from recsys.evaluation.segments import run_metrics, segment_report
+from recsys.models.checkpoint import load_net
 from recsys.packaging.bundle import load_bundle
-from recsys.tracking.mlflow import REGISTERED_MODEL, resume_run_id
+from recsys.tracking.mlflow import REGISTERED_MODEL, metric_key, resume_run_id
 from tests.tracking.checks import (
     artifact_paths,
     check_recommendations,
@@ -38,6 +43,36 @@ def sqlite_run(tmp_path_factory, tiny_processed):
 
 def test_run_holds_params_history_metrics_tags_and_artifacts(sqlite_run, tiny_processed):
     check_run(sqlite_run.client, sqlite_run.run, tiny_processed, sqlite_run.metrics, "MF", epochs=2)
+
+
+def test_run_logs_segments_over_every_test_user(sqlite_run, tiny_processed):
+    """segments.json as an artifact and as run metrics, equal to a fresh evaluation of the
+    best checkpoint over every test user; the activity buckets add up to the test metrics."""
+    run_id, logged = sqlite_run.run.info.run_id, sqlite_run.run.data.metrics
+    report = mlflow.artifacts.load_dict(f"runs:/{run_id}/segments.json")
+    flat = run_metrics(report)
+    assert {metric_key(name) for name in flat} <= set(logged)
+    for name in (
+        "test/segment/user_activity/low/ndcg10",
+        "test/segment/item_popularity/tail/recall20",
+        "test/segment/new_items/recommended_share10",
+        "test/gini10",
+        "test/coverage20",
+    ):
+        assert name in logged, name
+    data = load_processed(tiny_processed)
+    net, _ = load_net(sqlite_run.best)
+    everyone = EvalSet.for_split(data, "test")
+    _, ranked = evaluate_full(net, everyone, report["k"])
+    fresh = run_metrics(segment_report(ranked, everyone, data, report["k"]))
+    assert {metric_key(name): value for name, value in fresh.items()} == pytest.approx(
+        {metric_key(name): logged[metric_key(name)] for name in flat}
+    )
+    buckets = report["user_activity"]["buckets"]
+    assert sum(b["n_users"] for b in buckets) == everyone.users.numel()
+    for key in ("test/ndcg@10", "test/recall@20"):
+        overall = sum(b["n_users"] * b[key] for b in buckets if b["n_users"])
+        assert overall / everyone.users.numel() == pytest.approx(sqlite_run.metrics[key], abs=1e-6)
 
 
 def test_registered_model_recommends_unseen_items(sqlite_run, tiny_processed):

@@ -1,5 +1,6 @@
-"""`recsys-eval`'s job: a checkpoint and a processed directory in, metrics.json and
-topk.parquet out (docs/REFERENCE.md, Evaluation). Nothing is written unless everything succeeded."""
+"""`recsys-eval`'s job: a checkpoint and a processed directory in, metrics.json, topk.parquet
+and the optional reports out (docs/REFERENCE.md, Evaluation). Nothing is written unless
+everything succeeded."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from recsys.data.processed import ProcessedData, load_processed
 from recsys.data.sampling import NegativeSampler
 from recsys.devices import resolve_device
 from recsys.errors import RecsysError
-from recsys.evaluation.options import EvalSettings
+from recsys.evaluation.options import EvalSettings, SegmentSettings
 from recsys.evaluation.protocols import RankedBatch, evaluate_full, evaluate_sampled
+from recsys.evaluation.segments import check_settings, segment_report
 from recsys.evaluation.uncertainty import bootstrap_means, intervals, paired, per_user
 from recsys.models.checkpoint import CheckpointError, load_net
 
@@ -80,11 +82,15 @@ def evaluate_checkpoint(
     bootstrap: int = EvalSettings.bootstrap,
     confidence: float = EvalSettings.confidence,
     compare: str | None = None,
+    segments: SegmentSettings = EvalSettings.segments,
 ) -> dict[str, float | int]:
     """metrics.json and topk.parquet; with `bootstrap` resamples, intervals.json (a percentile
     interval per metric); with `compare` (another checkpoint on the same data),
-    comparison.json (this minus that, per user, and its interval)."""
+    comparison.json (this minus that, per user, and its interval); with `segments.enabled`,
+    segments.json (the metrics by user activity, item popularity and item age) and the
+    top-K's catalogue coverage and popularity percentile in metrics.json."""
     ks = check_ks(ks)
+    check_settings(segments)
     try:
         on = resolve_device(device)
     except ValueError as err:
@@ -127,6 +133,11 @@ def evaluate_checkpoint(
             _, other_ranked = evaluate_full(other.to(on), test_set, ks, batch_size)
     out = Path(output_dir)
     reports: dict[str, dict] = {}
+    if segments.enabled:
+        reports["segments.json"] = segment_report(ranked, test_set, data, ks, segments)
+        for k in ks:
+            for name in (f"test/coverage@{k}", f"test/avg_popularity_percentile@{k}"):
+                metrics[name] = reports["segments.json"]["coverage"][name]
     if bootstrap:
         users, per_user_values = per_user(ranked, ks)
         reports["intervals.json"] = {
@@ -146,7 +157,7 @@ def evaluate_checkpoint(
     frame = topk_frame(ranked)
     with atomic_file(out / "topk.parquet") as fh:
         frame.write_parquet(fh)
-    for name in ("intervals.json", "comparison.json"):
+    for name in ("intervals.json", "comparison.json", "segments.json"):
         if name in reports:
             write_json(out / name, reports[name])
         else:  # not asked for this time: an older run's report would pass for this one's

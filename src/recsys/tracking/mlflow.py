@@ -31,6 +31,7 @@ from recsys.data.evalsets import EvalSet
 from recsys.data.processed import ProcessedData
 from recsys.errors import RecsysError
 from recsys.evaluation.protocols import evaluate_full
+from recsys.evaluation.segments import popularity_bias, run_metrics, segment_report
 from recsys.models.base import RecommenderNet
 from recsys.models.checkpoint import CheckpointError, read_checkpoint
 from recsys.packaging.bundle import MLFLOW_ARTIFACT, BundleParts, write_bundle
@@ -43,8 +44,8 @@ REGISTERED_MODEL = "recsys"
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 PLOT_KS = range(1, 51)
 TOP_K = 10
-# Test users behind the K-curves and popularity plots: a fixed sample keeps finish_run to
-# seconds on any dataset (the exact test metrics are in metrics.json).
+# Test users behind the K-curves and popularity plots: a fixed sample keeps them to seconds
+# on any dataset (the metrics, segments and coverage are over every test user).
 PLOT_MAX_USERS = 2000
 
 SIGNATURE = ModelSignature(
@@ -137,7 +138,7 @@ def finish_run(
             mlflow.log_figure(curves, "plots/training_curves.png")
         final = dict(metrics)
         if any(key.startswith("test/") for key in metrics):  # respect runs with test=false
-            final.update(log_test_plots(net, data))
+            final.update(log_test_report(net, data, trainer.lightning_module.ks))
         log_final_metrics(client, run_id, final, trainer.global_step)
         if not cfg.get("register", True):
             log.info("register=false: model not registered")
@@ -186,20 +187,24 @@ def training_curves(client: MlflowClient, run_id: str, monitor: str) -> Figure |
     return fig
 
 
-def log_test_plots(net: RecommenderNet, data: ProcessedData) -> dict[str, float]:
-    """Recall/NDCG against K and recommended-item popularity on a test-user sample; returns
-    the sample's catalogue coverage and popularity bias at TOP_K."""
-    test_set = EvalSet.for_split(data, "test", max_users=PLOT_MAX_USERS)
+def log_test_report(net: RecommenderNet, data: ProcessedData, ks: list[int]) -> dict[str, float]:
+    """segments.json over every test user (returned as run metrics: the segments, catalogue
+    coverage, popularity percentile and Gini at each K), and the plots of a test-user sample:
+    Recall/NDCG against K and the popularity of recommended items."""
+    everyone = EvalSet.for_split(data, "test")
+    sample = EvalSet.for_split(data, "test", max_users=PLOT_MAX_USERS)
     with torch.inference_mode():
-        values, ranked = evaluate_full(net, test_set, PLOT_KS)
-    top = torch.cat([b.items[:, :TOP_K][b.valid[:, :TOP_K]] for b in ranked])
-    popularity = torch.bincount(data.train.items, minlength=data.n_items)
+        _, ranked = evaluate_full(net, everyone, ks)
+        values, sampled = evaluate_full(net, sample, PLOT_KS)
+    report = segment_report(ranked, everyone, data, ks)
+    mlflow.log_dict(report, "segments.json")
+    seen = torch.cat([data.train.items, data.val.items])
+    popularity = torch.bincount(seen, minlength=data.n_items)
+    top = torch.cat([b.items[:, :TOP_K][b.valid[:, :TOP_K]] for b in sampled])
     mlflow.log_figure(ranking_at_k(values), "plots/test_ranking_at_k.png")
-    scalars = popularity_bias(top, popularity)
-    mlflow.log_figure(
-        popularity_figure(popularity, data.train.items, top, scalars), "plots/popularity.png"
-    )
-    return scalars
+    figure = popularity_figure(popularity, seen, top, values["n_users"])
+    mlflow.log_figure(figure, "plots/popularity.png")
+    return run_metrics(report)
 
 
 def ranking_at_k(values: dict[str, float]) -> Figure:
@@ -213,26 +218,17 @@ def ranking_at_k(values: dict[str, float]) -> Figure:
     return fig
 
 
-def popularity_bias(top: torch.Tensor, popularity: torch.Tensor) -> dict[str, float]:
-    """Share of the catalogue recommended, and the mean popularity percentile of what is
-    recommended (50 = unbiased, near 100 = only blockbusters)."""
-    n_items = popularity.numel()
-    rank = torch.searchsorted(torch.sort(popularity).values, popularity[top])
-    return {
-        f"test/coverage@{TOP_K}": top.unique().numel() / n_items,
-        f"test/avg_popularity_percentile@{TOP_K}": float(100.0 * rank.double().mean() / n_items),
-    }
-
-
 def popularity_figure(
     popularity: torch.Tensor,
-    train_items: torch.Tensor,
+    seen_items: torch.Tensor,
     top: torch.Tensor,
-    scalars: dict[str, float],
+    n_users: int,
 ) -> Figure:
-    """How popular (in train) recommended items are, against interactions and the catalogue."""
+    """How popular (in train + val) the items recommended to `n_users` test users are, against
+    interactions and the catalogue."""
+    scalars = popularity_bias(top, popularity)
     series = {
-        "train interactions": popularity[train_items],
+        "train + val interactions": popularity[seen_items],
         "catalogue items": popularity,
         f"recommended (test top-{TOP_K})": popularity[top],
     }
@@ -242,13 +238,12 @@ def popularity_figure(
     for label, counts in series.items():
         hist, _ = np.histogram(counts.numpy() + 1, bins)
         ax.stairs(hist / max(1, hist.sum()), bins, label=label)
-    coverage = scalars[f"test/coverage@{TOP_K}"]
-    percentile = scalars[f"test/avg_popularity_percentile@{TOP_K}"]
     ax.set(
         xscale="log",
-        xlabel="train interactions of the item + 1",
+        xlabel="train + val interactions of the item + 1",
         ylabel="share",
-        title=f"coverage@{TOP_K} {coverage:.1%}, mean popularity percentile {percentile:.0f}",
+        title=f"{n_users:,} test users: coverage@{TOP_K} {scalars['coverage']:.1%}, "
+        f"mean popularity percentile {scalars['avg_popularity_percentile']:.0f}",
     )
     ax.legend()
     return fig
