@@ -35,6 +35,14 @@ class DataConfig:
     _target_: str = "recsys.data.datamodule.RecsysDataModule"
     # Raw reviews (.jsonl or .jsonl.gz, Amazon Reviews 2023 or 2014/2018 schema).
     input: str | None = None
+    # The service's feedback log (POST /feedback): its directory or one file; beside the
+    # reviews or instead of them (docs/DATA.md, Feedback as input).
+    feedback: str | None = None
+    # Strings, not EventType: a list of enums would reach MLflow as its repr; PrepareOptions
+    # checks the names.
+    feedback_events: list[str] = field(
+        default_factory=lambda: [str(e) for e in PrepareOptions.feedback_events]
+    )
     processed_dir: str = MISSING
     min_interactions: int = PrepareOptions.min_interactions
     split: SplitKind = PrepareOptions.split

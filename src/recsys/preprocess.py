@@ -1,4 +1,5 @@
-"""recsys-preprocess: compose the config and run the data pipeline."""
+"""recsys-preprocess: compose the config and run the data pipeline on reviews and/or the
+service's feedback log."""
 
 from __future__ import annotations
 
@@ -32,9 +33,12 @@ def _fingerprint_for(path: str) -> FileFingerprint | None:
 @exit_on_user_error("recsys-preprocess")
 def run(cfg: DictConfig) -> None:
     data = cfg.data
-    if data.input is None:
-        raise RecsysError("missing required setting data.input=FILE (a .jsonl or .jsonl.gz file)")
-    fingerprint = _fingerprint_for(data.input)
+    if data.input is None and data.feedback is None:
+        raise RecsysError(
+            "missing required setting data.input=FILE (reviews, a .jsonl or .jsonl.gz file) "
+            "or data.feedback=PATH (the service's feedback directory, or one of its files)"
+        )
+    fingerprint = None if data.input is None else _fingerprint_for(data.input)
     from recsys.data.prepare import prepare_dataset  # polars loads while the hash runs
 
     options = PrepareOptions(
@@ -42,8 +46,15 @@ def run(cfg: DictConfig) -> None:
         split=data.split,
         val_fraction=data.val_fraction,
         test_fraction=data.test_fraction,
+        feedback_events=tuple(data.feedback_events),
     )
-    prepare_dataset(data.input, data.processed_dir, options, fingerprint=fingerprint)
+    prepare_dataset(
+        data.input,
+        data.processed_dir,
+        options,
+        fingerprint=fingerprint,
+        feedback=data.feedback,
+    )
 
 
 def main() -> None:

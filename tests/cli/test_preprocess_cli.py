@@ -10,7 +10,9 @@ import pytest
 
 from tests.cli.contract import check_processed_dir
 from tests.conftest import BIN
+from tests.data.test_feedback import T0, as_events, choices, event
 from tests.data.test_pipeline import JUNK
+from tests.helpers import write_lines
 
 pytestmark = pytest.mark.slow
 OUTPUTS = ("train.parquet", "val.parquet", "test.parquet", "users.parquet", "items.parquet")
@@ -153,6 +155,7 @@ def test_leave_last_out_and_options(in_tmp, small_reviews):
 def test_config_errors_are_clear(in_tmp, small_reviews):
     missing = preprocess(in_tmp, "data.processed_dir=p")
     assert missing.returncode == 2 and "data.input" in missing.stderr
+    assert "data.feedback=PATH" in missing.stderr
     assert "Traceback" not in missing.stderr
     wrong = preprocess(
         in_tmp, f"data.input={small_reviews}", "data.processed_dir=p", "data.split=random"
@@ -184,3 +187,45 @@ def test_help_and_cfg(in_tmp):
     assert helped.returncode == 0 and "data.processed_dir=DIR" in helped.stdout
     cfg = preprocess(in_tmp, "--cfg", "job", "data.processed_dir=x")
     assert cfg.returncode == 0 and "min_interactions: 5" in cfg.stdout
+
+
+def test_feedback_log_alone_and_beside_reviews(in_tmp, small_reviews):
+    """The service's log (plain, gzipped, a torn last line) through the console script."""
+    events = as_events(choices())
+    log = in_tmp / "feedback"
+    first = write_lines(log / "events-20240101T000000-h-1-0.jsonl.gz", events[:400])
+    torn = write_lines(log / "events-20240102T000000-h-1-0.jsonl", events[400:])
+    torn.write_bytes(torn.read_bytes() + b'{"type": "cli')
+    result = preprocess(in_tmp, f"data.feedback={log}", "data.processed_dir=out")
+    assert result.returncode == 0, result.stderr
+    meta = check_processed_dir(in_tmp / "out")
+    assert meta["input"] is None and meta["feedback"]["kept"] == len(events)
+    assert [f["name"] for f in meta["feedback"]["files"]] == [first.name, torn.name]
+    assert meta["dropped"]["invalid"]["partial_last_line"] == 1
+    (run_dir,) = (in_tmp / "logs" / "preprocess" / "runs").iterdir()
+    stages = (run_dir / "preprocess.log").read_text()
+    assert f"{torn}:{len(events) - 400 + 1}: no newline at the end" in stages
+    assert "feedback: 900 click or purchase events kept" in stages
+
+    before = snapshot(in_tmp / "out")
+    shown = write_lines(in_tmp / "shown.jsonl", [event("impression", "u", "i", T0)] * 3)
+    refused = preprocess(in_tmp, f"data.feedback={shown}", "data.processed_dir=out")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "no click or purchase event in 3 lines" in refused.stderr
+    assert str(shown) in refused.stderr and snapshot(in_tmp / "out") == before
+    typo = preprocess(
+        in_tmp, f"data.feedback={log}", "data.feedback_events=[clik]", "data.processed_dir=t"
+    )
+    assert typo.returncode == 2 and "unknown ['clik']; choose among impression" in typo.stderr
+
+    both = preprocess(
+        in_tmp,
+        f"data.input={small_reviews}",
+        f"data.feedback={torn}",
+        "data.feedback_events=[click,purchase,impression]",
+        "data.processed_dir=both",
+    )
+    assert both.returncode == 0, both.stderr
+    meta = check_processed_dir(in_tmp / "both")
+    assert meta["input"]["lines"] == 30_000 and meta["feedback"]["files"][0]["name"] == torn.name
+    assert meta["feedback"]["event_types"] == ["click", "purchase", "impression"]

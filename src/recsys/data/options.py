@@ -18,6 +18,14 @@ class SplitKind(StrEnum):
     leave_last_out = "leave_last_out"
 
 
+class EventType(StrEnum):
+    """The event types of the service's feedback log (POST /feedback)."""
+
+    impression = "impression"
+    click = "click"
+    purchase = "purchase"
+
+
 @dataclass(frozen=True)
 class PrepareOptions:
     """recsys-preprocess's `data.*` settings; their defaults are the ones the config uses."""
@@ -29,6 +37,9 @@ class PrepareOptions:
     split: SplitKind = SplitKind.temporal
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    # The feedback events that become interactions: choices, not impressions (an impression
+    # says an item was shown, not that the user wanted it).
+    feedback_events: tuple[EventType, ...] = (EventType.click, EventType.purchase)
 
     def validate(self) -> None:
         if self.min_interactions < 1:
@@ -42,6 +53,12 @@ class PrepareOptions:
                 "data.val_fraction + data.test_fraction must be below 1, got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
+        names = ", ".join(EventType)
+        if not self.feedback_events:
+            raise RecsysError(f"data.feedback_events must name at least one of {names}")
+        unknown = [str(e) for e in self.feedback_events if e not in set(EventType)]
+        if unknown:
+            raise RecsysError(f"data.feedback_events: unknown {unknown}; choose among {names}")
 
 
 @dataclass(frozen=True)

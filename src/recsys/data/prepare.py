@@ -1,12 +1,16 @@
-"""Raw reviews -> processed directory (docs/REFERENCE.md, Processed directory), with a stage
-log and a summary table."""
+"""Raw reviews and/or the service's feedback log -> processed directory (docs/REFERENCE.md,
+Processed directory), with a stage log and a summary table."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,8 @@ from rich.table import Table
 
 import recsys
 from recsys.data import pipeline
+from recsys.data.feedback import EVENT_RATINGS, ParsedFeedback, read_feedback
+from recsys.data.feedback import STAGE as FEEDBACK_STAGE
 from recsys.data.fingerprint import FileFingerprint
 from recsys.data.io import atomic_dir, check_writable_parent, write_json
 from recsys.data.options import PrepareOptions, SplitKind
@@ -46,6 +52,10 @@ class StageLog:
         self.console.log(f"[bold]{stage}[/]: {detail} [dim]({seconds})[/]")
         _logger.info("%s: %s (%s)", stage, detail, seconds)
 
+    def warn(self, message: str) -> None:
+        self.console.log(f"[yellow]{message}[/]")
+        _logger.warning("%s", message)
+
 
 def _read(path: Path, console: Console, fingerprint: FileFingerprint | None) -> ParsedInput:
     size = path.stat().st_size
@@ -72,35 +82,120 @@ def _ts_range(df: pl.DataFrame) -> list[int] | None:
     return [int(ts.min()), int(ts.max())]
 
 
+def _check_inputs(sources: list[Path], target: Path) -> None:
+    if not sources:
+        raise RecsysError(
+            "nothing to read: set data.input=FILE (reviews, .jsonl or .jsonl.gz) and/or "
+            "data.feedback=PATH (the service's feedback directory, or one of its files)"
+        )
+    for source in sources:
+        if source.resolve().is_relative_to(target.resolve()):
+            raise RecsysError(
+                "the input lies inside data.processed_dir, which is replaced on "
+                "every run; move the input or choose another output directory",
+                path=source,
+            )
+    check_writable_parent(target)
+
+
+def _read_feedback(path: Path, options: PrepareOptions, log: StageLog) -> ParsedFeedback:
+    events = read_feedback(path, options.feedback_events)
+    for note in events.notes:
+        log.warn(note)
+    kept = " or ".join(options.feedback_events)
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(events.events.items())) or "none"
+    log.done(
+        "feedback",
+        f"{events.n_kept:,} {kept} events kept as interactions, of {events.events.total():,} "
+        f"valid ({kinds}) in {len(events.files):,} files",
+    )
+    if events.n_lines == 0:
+        log.warn(f"{path}: the feedback log holds no event yet")
+    return events
+
+
+def _no_events(feedback: ParsedFeedback, options: PrepareOptions) -> RecsysError:
+    skipped = ", ".join(f"{k} {v:,}" for k, v in feedback.invalid.most_common()) or "none"
+    return RecsysError(
+        f"no {' or '.join(options.feedback_events)} event in {feedback.n_lines:,} lines of "
+        f"{len(feedback.files):,} feedback files (skipped lines: {skipped}); point "
+        "data.feedback at the service's log (RECSYS_FEEDBACK_DIR) or widen "
+        "data.feedback_events",
+        path=feedback.root,
+        stage=FEEDBACK_STAGE,
+    )
+
+
+@dataclass
+class Inputs:
+    """What was read: reviews, the feedback log, or both (never neither)."""
+
+    reviews: ParsedInput | None
+    feedback: ParsedFeedback | None
+
+    @cached_property
+    def interactions(self) -> pl.DataFrame:
+        """Reviews first, then the log's files in name order: the order that breaks ties."""
+        parts = (self.reviews, self.feedback)
+        return pl.concat([p.interactions for p in parts if p is not None])
+
+    @property
+    def n_lines(self) -> int:
+        return sum(p.n_lines for p in (self.reviews, self.feedback) if p is not None)
+
+    @property
+    def invalid(self) -> Counter[str]:
+        """Skipped lines by reason, over every input."""
+        return sum((p.invalid for p in (self.reviews, self.feedback) if p is not None), Counter())
+
+    @property
+    def sha256(self) -> str:
+        """The reviews file's sha256 when it is the only input; else the sha256 of a text
+        naming every input in reading order, a `reviews <sha256>` / `feedback <sha256>` line
+        each (a feedback file's of its decompressed content)."""
+        if self.feedback is None and self.reviews is not None:
+            return self.reviews.sha256
+        lines = [] if self.reviews is None else [f"reviews {self.reviews.sha256}\n"]
+        lines += [f"feedback {f.sha256}\n" for f in self.feedback.files] if self.feedback else []
+        return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 def prepare_dataset(
-    input: str | os.PathLike[str],
+    input: str | os.PathLike[str] | None,
     processed_dir: str | os.PathLike[str],
     options: PrepareOptions,
     console: Console | None = None,
     fingerprint: FileFingerprint | None = None,
+    feedback: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Run every stage and swap the result into `processed_dir`; returns metadata.json's content.
 
-    `fingerprint` is the input's hash already under way (see `recsys.data.fingerprint`).
+    `input` is a reviews file, `feedback` the service's feedback log (a directory or a file);
+    either may be None, not both. `fingerprint` is the reviews' hash already under way (see
+    `recsys.data.fingerprint`).
     """
     console = console or Console(stderr=True)
-    source, target = Path(input).expanduser(), Path(processed_dir).expanduser()
+    target = Path(processed_dir).expanduser()
+    source = None if input is None else Path(input).expanduser()
+    log_path = None if feedback is None else Path(feedback).expanduser()
     options.validate()
-    check_input_file(source)  # before the progress display stats it
-    if source.resolve().is_relative_to(target.resolve()):
-        raise RecsysError(
-            "the input file lies inside data.processed_dir, which is replaced on "
-            "every run; move the input or choose another output directory",
-            path=source,
-        )
-    check_writable_parent(target)
+    if source is not None:
+        check_input_file(source)  # before the progress display stats it
+    _check_inputs([p for p in (source, log_path) if p is not None], target)
+    where = source or log_path
     log = StageLog(console)
 
-    parsed = _read(source, console, fingerprint)
-    log.done("read", f"{parsed.n_valid:,} valid reviews ({parsed.schema.name})")
+    reviews = None
+    if source is not None:
+        reviews = _read(source, console, fingerprint)
+        log.done("read", f"{reviews.n_valid:,} valid reviews ({reviews.schema.name})")
+    feedback = None if log_path is None else _read_feedback(log_path, options, log)
+    inputs = Inputs(reviews, feedback)
+    if feedback is not None and inputs.interactions.height == 0:  # reviews: refused on read
+        raise _no_events(feedback, options)
 
-    deduped = pipeline.dedupe_earliest(parsed.interactions)
-    duplicates = parsed.n_valid - deduped.height
+    deduped = pipeline.dedupe_earliest(inputs.interactions)
+    duplicates = inputs.interactions.height - deduped.height
     log.done("dedupe", f"{duplicates:,} repeated (user, item) rows collapsed to the earliest")
 
     core = pipeline.kcore(deduped, options.min_interactions)
@@ -114,7 +209,7 @@ def prepare_dataset(
             f"nothing is left after the {options.min_interactions}-core filter "
             f"({deduped.height:,} interactions before it): no set of users and items has "
             f"{options.min_interactions}+ interactions each; lower data.min_interactions",
-            path=source,
+            path=where,
             stage="k-core filtering",
         )
 
@@ -124,7 +219,7 @@ def prepare_dataset(
         else:
             split = pipeline.leave_last_out_split(core.frame)
     except RecsysError as err:
-        err.path = source
+        err.path = where
         raise
     split = pipeline.drop_cold(split)
     indexed = pipeline.assign_indices(split, core.frame)
@@ -137,15 +232,15 @@ def prepare_dataset(
     )
 
     # Resolved last, off the critical path: the line count and the background hash.
-    invalid = sum(parsed.invalid.values())
-    reasons = ", ".join(f"{k} {v:,}" for k, v in parsed.invalid.most_common())
+    invalid = inputs.invalid
+    reasons = ", ".join(f"{k} {v:,}" for k, v in invalid.most_common())
     log.done(
         "input",
-        f"{parsed.n_lines:,} lines, {invalid:,} skipped"
+        f"{inputs.n_lines:,} lines, {invalid.total():,} skipped"
         + (f" ({reasons})" if reasons else "")
-        + f", sha256 {parsed.sha256[:12]}",
+        + f", sha256 {inputs.sha256[:12]}",
     )
-    metadata = build_metadata(source, parsed, core, split, indexed, options)
+    metadata = build_metadata(source, inputs, core, split, indexed, options)
 
     try:
         with atomic_dir(target) as staging:
@@ -169,27 +264,56 @@ def prepare_dataset(
     return metadata
 
 
+def _reviews_metadata(source: Path, parsed: ParsedInput) -> dict[str, Any]:
+    return {
+        "path": str(source.resolve()),
+        "format": parsed.schema.name,
+        "lines": parsed.n_lines,
+        "valid": parsed.n_valid,
+    }
+
+
+def _feedback_metadata(events: ParsedFeedback, options: PrepareOptions) -> dict[str, Any]:
+    root = events.root.resolve()
+    return {
+        "path": str(root),
+        "files": [
+            {
+                "name": str(f.path.resolve().relative_to(root)) if root.is_dir() else f.path.name,
+                "sha256": f.sha256,
+                "lines": f.lines,
+                "events": f.events,
+            }
+            for f in events.files
+        ],
+        "lines": events.n_lines,
+        "events": {t.value: events.events.get(t.value, 0) for t in EVENT_RATINGS},
+        "event_types": [str(t) for t in options.feedback_events],
+        "ratings": {str(t): EVENT_RATINGS[t] for t in options.feedback_events},
+        "kept": events.n_kept,
+        "invalid": dict(events.invalid.most_common()),
+    }
+
+
 def build_metadata(
-    source: Path,
-    parsed: ParsedInput,
+    source: Path | None,
+    inputs: Inputs,
     core: pipeline.KCoreResult,
     split: pipeline.Split,
     indexed: pipeline.Indexed,
     options: PrepareOptions,
 ) -> dict[str, Any]:
     """metadata.json: the counts docs/REFERENCE.md (Processed directory) names, plus provenance
-    and per-split ranges."""
+    and per-split ranges; `input` describes the reviews, `feedback` the feedback log (each
+    null when not read)."""
     cold = split.cold_val + split.cold_test
+    reviews, feedback, invalid = inputs.reviews, inputs.feedback, inputs.invalid
     return {
         "schema_version": SCHEMA_VERSION,
         "recsys_version": recsys.__version__,
-        "input_sha256": parsed.sha256,
-        "input": {
-            "path": str(source.resolve()),
-            "format": parsed.schema.name,
-            "lines": parsed.n_lines,
-            "valid": parsed.n_valid,
-        },
+        "input_sha256": inputs.sha256,
+        "input": None if source is None or reviews is None else _reviews_metadata(source, reviews),
+        "feedback": None if feedback is None else _feedback_metadata(feedback, options),
         "n_users": indexed.users.height,
         "n_items": indexed.items.height,
         "n_train": indexed.train.height,
@@ -206,8 +330,8 @@ def build_metadata(
         },
         "kcore_rounds": core.rounds,
         "dropped": {
-            "invalid": {reason.value: parsed.invalid.get(reason.value, 0) for reason in Reason},
-            "duplicate": parsed.n_valid - core.before,
+            "invalid": {reason.value: invalid.get(reason.value, 0) for reason in Reason},
+            "duplicate": inputs.interactions.height - core.before,
             "kcore": core.removed,
             "cold": cold,
             "cold_val": split.cold_val,

@@ -93,7 +93,7 @@ class ParsedInput:
         return self.fingerprint.sha256
 
 
-def _is_gzip(path: Path) -> bool:
+def is_gzip(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(2) == GZIP_MAGIC
 
@@ -127,7 +127,7 @@ def _raw_stream(path: Path, gz: bool) -> Iterator[bytes]:
         ) from err
 
 
-def _line_blocks(path: Path, gz: bool) -> Iterator[bytes]:
+def line_blocks(path: Path, gz: bool) -> Iterator[bytes]:
     """Blocks of whole lines (each ends with a newline, except possibly the last)."""
     rest = b""
     for block in _raw_stream(path, gz):
@@ -165,7 +165,7 @@ def detect_input_schema(path: Path, gz: bool) -> InputSchema:
     """The majority schema among the first lines that decode to an object with a user key."""
     votes: Counter[InputSchema] = Counter()
     seen = 0
-    lines = (line for block in _line_blocks(path, gz) for line in split_lines(block))
+    lines = (line for block in line_blocks(path, gz) for line in split_lines(block))
     with contextlib.closing(lines):
         for line in itertools.islice(lines, SCHEMA_PROBE_LINES):
             seen += 1
@@ -187,12 +187,16 @@ def detect_input_schema(path: Path, gz: bool) -> InputSchema:
     return votes.most_common(1)[0][0]
 
 
-def _validate_strict(
-    raw: pl.DataFrame, schema: InputSchema, item_keys: tuple[str, ...] | None = None
+def validate_strict(
+    raw: pl.DataFrame,
+    schema: InputSchema,
+    item_keys: tuple[str, ...] | None = None,
+    keep: tuple[str, ...] = (),
 ) -> tuple[pl.DataFrame, Counter[str]]:
-    """Vectorised `classify_line` for rows that parsed under the strict schema (types are right)."""
+    """Vectorised `classify_line` for rows that parsed under the strict schema (types are right);
+    `keep` names raw columns passed through to the valid rows."""
     user = pl.col(schema.user_key)
-    rating = pl.col(schema.rating_key)
+    rating = pl.col(schema.rating_key) if schema.rating_key else pl.lit(None, pl.Float64)
     item = pl.coalesce(
         [pl.when(pl.col(k) != "").then(pl.col(k)) for k in item_keys or schema.item_keys]
     )
@@ -216,8 +220,9 @@ def _validate_strict(
             user.alias("user"),
             item.alias("item"),
             (ts * schema.time_to_ms).alias("timestamp"),
-            pl.col(schema.rating_key).cast(pl.Float32).alias("rating"),
+            rating.cast(pl.Float32).alias("rating"),
             reason.alias("reason"),
+            *keep,
         )
         .collect()
     )
@@ -242,7 +247,7 @@ def _parse_block(block: bytes, schema: InputSchema) -> tuple[pl.DataFrame, Count
     except (Exception, pl.exceptions.PanicException):  # any failure -> the exact slow path
         raw = None
     if raw is not None and not mangled_id_suspects(raw, (schema.user_key, *schema.item_keys)):
-        frame, counts = _validate_strict(raw, schema)
+        frame, counts = validate_strict(raw, schema)
         blank = count_lines(block) - raw.height  # the NDJSON reader skips blank lines
         if blank:
             counts[Reason.BLANK.value] += blank
@@ -300,7 +305,7 @@ def _read_mapped(path: Path, schema: InputSchema) -> tuple[pl.DataFrame, Counter
     first_item = raw.get_column(item_keys[0])
     if len(schema.item_keys) > 1 and (first_item.null_count() or (first_item == "").any()):
         return None
-    return _validate_strict(raw, schema, item_keys)
+    return validate_strict(raw, schema, item_keys)
 
 
 def _read_streamed(
@@ -317,7 +322,7 @@ def _read_streamed(
         counts.update(block_counts)
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="recsys-parse") as pool:
-        for block in _line_blocks(path, gz):
+        for block in line_blocks(path, gz):
             window.append(pool.submit(_parse_block, block, schema))
             if on_bytes:
                 on_bytes(len(block))
@@ -338,7 +343,7 @@ def read_interactions(
     path = Path(path)
     check_input_file(path)
     fingerprint = fingerprint or FileFingerprint(path)
-    gz = _is_gzip(path)
+    gz = is_gzip(path)
     schema = detect_input_schema(path, gz)
 
     mapped = None

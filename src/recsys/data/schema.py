@@ -1,4 +1,5 @@
-"""Input schemas (Amazon Reviews 2023 and 2014/2018) and the exact rules for a usable line.
+"""Input schemas (Amazon Reviews 2023 and 2014/2018, the feedback log) and the exact rules for a
+usable line.
 
 The same rules run in two places: vectorised in polars for lines that parse strictly
 (`reader.py`), and line by line here for everything else. `classify_line` is the reference.
@@ -27,6 +28,9 @@ class Reason(StrEnum):
     MISSING_TIMESTAMP = "missing_timestamp"
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_RATING = "bad_rating"
+    # Feedback log lines only (data/feedback.py).
+    UNKNOWN_EVENT = "unknown_event_type"
+    PARTIAL_LINE = "partial_last_line"
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,12 @@ class InputSchema:
     item_keys: tuple[str, ...]
     time_key: str
     time_to_ms: int
-    rating_key: str
+    rating_key: str | None  # None: lines carry no rating
 
     @property
     def keys(self) -> tuple[str, ...]:
-        return (self.user_key, *self.item_keys, self.time_key, self.rating_key)
+        rating = () if self.rating_key is None else (self.rating_key,)
+        return (self.user_key, *self.item_keys, self.time_key, *rating)
 
     def polars_schema(
         self, item_keys: tuple[str, ...] | None = None, *, strict_ids: bool = True
@@ -58,7 +63,8 @@ class InputSchema:
         for key in self.item_keys if item_keys is None else item_keys:
             schema[key] = id_type
         schema[self.time_key] = pl.Int64()
-        schema[self.rating_key] = pl.Float64()
+        if self.rating_key is not None:
+            schema[self.rating_key] = pl.Float64()
         return schema
 
 
@@ -79,6 +85,15 @@ AMAZON_2014 = InputSchema(
     rating_key="overall",
 )
 SCHEMAS = (AMAZON_2023, AMAZON_2014)
+# The service's feedback log; what each event type is worth is data/feedback.py's business.
+FEEDBACK = InputSchema(
+    name="recsys-feedback",
+    user_key="user_id",
+    item_keys=("item_id",),
+    time_key="timestamp",
+    time_to_ms=1,
+    rating_key=None,
+)
 
 INT64_MAX = 2**63 - 1
 # What polars' String reader makes of a JSON number, boolean, object or array: anything else
@@ -161,6 +176,12 @@ Row = tuple[str, str, int, float | None]
 
 def classify_line(line: bytes, schema: InputSchema) -> Row | Reason:
     """Decode one raw line: its (user, item, timestamp_ms, rating), or why it is skipped."""
+    obj = decode_object(line)
+    return obj if isinstance(obj, Reason) else classify_object(obj, schema)
+
+
+def decode_object(line: bytes) -> dict[str, Any] | Reason:
+    """One raw line as a JSON object, or why it is not one."""
     text = line.strip(JSON_WHITESPACE)
     if not text:
         return Reason.BLANK
@@ -170,7 +191,11 @@ def classify_line(line: bytes, schema: InputSchema) -> Row | Reason:
         return Reason.NOT_JSON
     if not isinstance(obj, dict):
         return Reason.NOT_OBJECT
+    return obj
 
+
+def classify_object(obj: dict[str, Any], schema: InputSchema) -> Row | Reason:
+    """A decoded line's (user, item, timestamp_ms, rating), or why it is skipped."""
     user = obj.get(schema.user_key)
     if user is None or user == "":
         return Reason.MISSING_USER
@@ -200,7 +225,7 @@ def classify_line(line: bytes, schema: InputSchema) -> Row | Reason:
     if abs(ts_ms) > INT64_MAX:
         return Reason.BAD_TIMESTAMP
 
-    rating = obj.get(schema.rating_key)
+    rating = None if schema.rating_key is None else obj.get(schema.rating_key)
     if rating is not None and not _rating_ok(rating):
         return Reason.BAD_RATING
     return user, item, ts_ms, None if rating is None else float(rating)
