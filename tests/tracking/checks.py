@@ -75,6 +75,7 @@ def check_run(
         "config.yaml",
         "metadata.json",
         "metrics.json",
+        "segments.json",
         *PLOTS,
     }
     config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
