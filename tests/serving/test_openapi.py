@@ -75,6 +75,7 @@ def test_declared_statuses_are_the_ones_the_service_answers(document):
         "/recommend": {"200", "400", "415", "500"},
         "/recommend_batch": {"200", "400", "415", "500", "503"},
         "/similar_items": {"200", "400", "404", "415", "422", "500"},
+        "/feedback": {"200", "400", "415", "500", "503"},
     }
 
 
@@ -94,6 +95,8 @@ def test_answers_match_their_declared_schemas(client, document, known_user, trai
         ("/recommend", {"user_id": "u", "k": 0, "top_k": 1}, 400),
         ("/recommend_batch", {"user_ids": []}, 400),
         ("/similar_items", ["not", "an", "object"], 400),
+        ("/feedback", {"events": [{"type": "click", "user_id": "u", "item_id": "i"}]}, 200),
+        ("/feedback", {"events": [{"type": "click", "user_id": "u"}]}, 400),
     ]
     for path, body, status in cases:
         response = client.post(path, json=body)

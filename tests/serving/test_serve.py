@@ -93,10 +93,11 @@ def test_bad_input_is_a_4xx_with_a_message(server, path, body, status):
     assert code == status and "error" in text
 
 
-def test_probes_and_prometheus_metrics(server):
+def test_probes_and_prometheus_metrics(server, packaged):
     base, log = server
     assert call(f"{base}/livez")[0] == 200
-    assert call(f"{base}/readyz")[0] == 200
+    status, ready = call(f"{base}/readyz")
+    assert status == 200 and json.loads(ready)["model"] == packaged
     status, metrics = call(f"{base}/metrics")
     assert status == 200
     assert "bentoml_service_request_total{" in metrics and 'endpoint="/recommend"' in metrics

@@ -3,6 +3,8 @@ TestClient."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -37,8 +39,9 @@ def post(client, path: str, body) -> dict:
 def test_recommend_answers_the_contract(client, packaged, users, bundle):
     user = users[0]
     body = post(client, "/recommend", {"user_id": user, "k": 5})
-    assert set(body) == {"user_id", "items", "fallback", "model"}
+    assert set(body) == {"user_id", "items", "fallback", "model", "model_version", "request_id"}
     assert body["user_id"] == user and body["fallback"] is None and body["model"] == packaged
+    assert body["model_version"] == packaged.split(":")[1]  # packaged from a checkpoint
     assert [set(entry) for entry in body["items"]] == [{"item_id", "score"}] * 5
     scores = [entry["score"] for entry in body["items"]]
     assert scores == sorted(scores, reverse=True)
@@ -83,9 +86,28 @@ def test_recommend_batch_answers_each_user_like_recommend(client, users):
     assert len(post(client, "/recommend_batch", {"user_ids": biggest})["results"]) == 1000
 
 
-def test_similar_items_are_the_nearest_gmf_item_vectors(client, items, bundle):
+def test_every_list_gets_a_fresh_request_id(client, users):
+    ids = [post(client, "/recommend", {"user_id": users[0], "k": 2})["request_id"] for _ in "ab"]
+    batch = post(client, "/recommend_batch", {"user_ids": [users[0], users[0], "cold"], "k": 2})
+    ids += [result["request_id"] for result in batch["results"]]
+    assert len(set(ids)) == 5 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+
+
+def test_the_served_version_is_the_registry_number_or_the_tag_version():
+    from recsys.serving.version import served_version
+
+    registered = {"source_kind": "mlflow", "source": "models:/recsys/12"}
+    assert served_version("recsys:abc123", registered) == "12"
+    checkpoint = {"source_kind": "checkpoint", "source": "/runs/best.ckpt"}
+    assert served_version("recsys:abc123", checkpoint) == "abc123"
+    with pytest.raises(ValueError, match="not a resolved BentoML tag"):
+        served_version("recsys", checkpoint)
+
+
+def test_similar_items_are_the_nearest_gmf_item_vectors(client, items, bundle, packaged):
     body = post(client, "/similar_items", {"item_id": items[0], "k": 5})
     assert body["item_id"] == items[0] and len(body["items"]) == 5
+    assert body["model"] == packaged and body["model_version"] == packaged.split(":")[1]
     assert items[0] not in {entry["item_id"] for entry in body["items"]}
     vectors = torch.nn.functional.normalize(bundle.net.gmf_item.weight, dim=1)
     sims = vectors @ vectors[0]
@@ -151,9 +173,10 @@ def test_unknown_item_is_a_404_with_a_message(client):
     }
 
 
-def test_probes_answer(client):
+def test_probes_answer(client, packaged):
     assert client.get("/livez").status_code == 200
-    assert client.get("/readyz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model"] == packaged
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -23,6 +23,11 @@ from recsys.packaging.recommend import DEFAULT_K
 MAX_K = 1000
 MAX_BATCH = 1000
 MAX_ID_LENGTH = 512
+MAX_FEEDBACK = 1000
+# Feedback timestamps are milliseconds since the epoch from 2000 to 2100: seconds (a common
+# client bug) fall below the range and are refused rather than logged as 1970.
+MIN_TIMESTAMP_MS = 946_684_800_000
+MAX_TIMESTAMP_MS = 4_102_444_800_000
 
 
 def _integral(value: Any) -> Any:
@@ -38,6 +43,16 @@ K = Annotated[
 ]
 Id = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_ID_LENGTH)]
 Flag = Annotated[bool, Field(strict=True)]
+TimestampMs = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=MIN_TIMESTAMP_MS,
+        le=MAX_TIMESTAMP_MS,
+        description="when it happened, milliseconds since the epoch (years 2000..2100)",
+    ),
+    BeforeValidator(_integral),
+]
 
 
 class Request(BaseModel):
@@ -61,9 +76,36 @@ class SimilarItemsRequest(Request):
     k: K = DEFAULT_K
 
 
+class FeedbackEvent(Request):
+    """One thing a user did with an item; ids the model does not know are welcome (new users
+    and items are what the next training needs)."""
+
+    type: Literal["impression", "click", "purchase"]
+    user_id: Id
+    item_id: Id
+    request_id: Id | None = Field(
+        None, description="the request_id of the recommendation list that showed the item"
+    )
+    timestamp: TimestampMs | None = Field(None, description="default: when the server got it")
+    model_version: Id | None = Field(
+        None,
+        description="the model_version of the recommendation; default: the serving model's",
+    )
+
+
+class FeedbackRequest(Request):
+    events: Annotated[list[FeedbackEvent], Field(min_length=1, max_length=MAX_FEEDBACK)]
+
+
 class ResponseModel(BaseModel):
     # Every field is in every answer (`fallback` too, as null): the document says so.
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+MODEL_VERSION = (
+    "the registered MLflow version when the model came from the registry, else the version "
+    "part of `model`"
+)
 
 
 class ScoredItem(ResponseModel):
@@ -78,6 +120,10 @@ class Recommendation(ResponseModel):
         None, description='"popular" when the user is unknown to the model'
     )
     model: str = Field(description="the BentoML model tag that answered")
+    model_version: str = Field(description=MODEL_VERSION)
+    request_id: str = Field(
+        description="this list's id, fresh each time: send it back with the feedback on it"
+    )
 
 
 class RecommendBatchResponse(ResponseModel):
@@ -88,6 +134,11 @@ class SimilarItemsResponse(ResponseModel):
     item_id: str
     items: list[ScoredItem]
     model: str
+    model_version: str = Field(description=MODEL_VERSION)
+
+
+class FeedbackResponse(ResponseModel):
+    accepted: int = Field(description="events written to the feedback log (all of them)")
 
 
 # --- Error bodies --------------------------------------------------------------------------
@@ -144,6 +195,11 @@ ERRORS = {
     500: "Internal Server Error: a bug (bad input never gets one)",
     503: "Service Unavailable: the ranker is overloaded; retry later",
 }
+FEEDBACK_ERRORS = {
+    **{s: ERRORS[s] for s in (400, 415, 500)},
+    503: "Service Unavailable: the events could not be written (e.g. a full disk) and are not "
+    "accepted; retry later",
+}
 ERROR_BODIES: dict[int, type[BaseModel]] = {400: InvalidBody}
 OPERATIONS = {
     "/recommend": Operation(
@@ -155,6 +211,7 @@ OPERATIONS = {
     "/similar_items": Operation(
         SimilarItemsRequest, SimilarItemsResponse, {s: ERRORS[s] for s in (400, 404, 415, 422, 500)}
     ),
+    "/feedback": Operation(FeedbackRequest, FeedbackResponse, FEEDBACK_ERRORS),
 }
 COMPONENTS = "#/components/schemas/{model}"
 

@@ -14,7 +14,8 @@ Environment: `RECSYS_MODEL` picks the model (default `recsys:latest`, the newest
 `RECSYS_TORCH_THREADS` torch's threads per worker (default 1, see `torch_threads`),
 `RECSYS_DEVICE` where scoring runs (default: a GPU when torch sees one, else the CPU),
 `RECSYS_RETRIEVAL` exact, ann or auto (default: two-stage through the model's ANN index when
-packaging built one, see `recsys.packaging.ann`).
+packaging built one, see `recsys.packaging.ann`), `RECSYS_FEEDBACK_DIR` and
+`RECSYS_FEEDBACK_MAX_BYTES` where `/feedback` writes (see `recsys.serving.feedback`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import gc
 import json
 import logging
 import os
+import uuid
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -33,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recsys.devices import resolve_device
-from recsys.packaging.bundle import Bundle, load_bundle
+from recsys.packaging.bundle import Bundle, load_bundle, read_info
 from recsys.packaging.recommend import (
     DEFAULT_K,
     NoItemVectors,
@@ -47,9 +50,15 @@ from recsys.packaging.recommend import (
     recommend,
     similar,
 )
+from recsys.serving.feedback import FeedbackLog, encode_events, now_ms, settings, writable_dir
+from recsys.serving.metrics import service_metrics
+from recsys.serving.readiness import ReadyzNamesTheModel
 from recsys.serving.schemas import (
     MAX_BATCH,
     ErrorMessage,
+    FeedbackEvent,
+    FeedbackRequest,
+    FeedbackResponse,
     Recommendation,
     RecommendBatchRequest,
     RecommendBatchResponse,
@@ -59,6 +68,9 @@ from recsys.serving.schemas import (
     SimilarItemsResponse,
     openapi_document,
 )
+from recsys.serving.version import served_version
+
+logger = logging.getLogger(__name__)
 
 # Collector generations sized for a server. BentoML's request-timeout middleware keeps ~20
 # objects per request alive for `traffic.timeout` seconds (its timer is never cancelled), so
@@ -128,6 +140,12 @@ def pinned_model_tag() -> str:
     return str(stored.tag)
 
 
+def served_model(tag: str) -> tuple[str, str]:
+    """The resolved tag of model `tag` (never "latest") and its `served_version`."""
+    stored = bentoml.models.get(tag)
+    return str(stored.tag), served_version(str(stored.tag), read_info(stored.path))
+
+
 def serving_device() -> torch.device:
     """`RECSYS_DEVICE` (e.g. cuda, cuda:1, cpu); unset: the GPU when torch sees one. Asking for
     CUDA where torch has none fails at start-up rather than serving from the CPU unnoticed."""
@@ -180,6 +198,7 @@ class RankResult(BaseModel):
 
 
 MODEL_TAG = pinned_model_tag()
+SERVED_TAG, MODEL_VERSION = served_model(MODEL_TAG)
 
 
 # Clients recycle their connection to the Ranker after this many calls (BentoML's 100 meant a
@@ -213,7 +232,17 @@ class RecommenderService:
 
     def __init__(self) -> None:
         self.bundle = load_served_bundle(self.model)
-        self.tag = str(self.model.tag)  # the resolved version, never "latest"
+        self.tag, self.version = SERVED_TAG, MODEL_VERSION
+        self.feedback_log = FeedbackLog(*settings())
+        self.metrics = service_metrics()
+        self.metrics.model_info.labels(self.tag, self.version).set(1)
+
+    @bentoml.on_deployment
+    def check_feedback_dir() -> None:
+        """Once, in `bentoml serve`'s parent before any worker starts: an unwritable
+        RECSYS_FEEDBACK_DIR stops the server with the reason (a worker failing in `__init__`
+        would be restarted over and over)."""
+        writable_dir(settings()[0])
 
     @bentoml.on_startup
     def warm_up(self) -> None:
@@ -223,6 +252,11 @@ class RecommenderService:
         for answer, user in zip(rank(self.bundle, batch), [known, ""], strict=True):
             self._recommendation(user, answer).model_dump_json()
         freeze_heap()
+
+    @bentoml.on_shutdown
+    async def close_feedback_log(self) -> None:
+        """After the last request (uvicorn lets those in flight finish on SIGTERM)."""
+        await self.feedback_log.aclose()
 
     # /recommend and /similar_items are `async`: their scoring (about a millisecond) runs on
     # the event loop, in arrival order. As sync APIs BentoML would run each on its own thread,
@@ -234,6 +268,7 @@ class RecommenderService:
         """The user's top `k` items, best first; a user the model does not know gets the most
         popular items and `"fallback": "popular"`."""
         (answer,) = recommend(self.bundle, [user_id], k, exclude_seen)
+        self._count_lists("recommend", [answer])
         return self._recommendation(user_id, answer)
 
     @bentoml.api(input_spec=RecommendBatchRequest)
@@ -254,6 +289,7 @@ class RecommenderService:
             )
             for i, result in zip(known, ranked, strict=True):
                 answers[i] = Ranked(result.items, result.scores)
+        self._count_lists("recommend_batch", answers)
         return RecommendBatchResponse(
             results=[self._recommendation(u, a) for u, a in zip(user_ids, answers, strict=True)]
         )
@@ -280,7 +316,27 @@ class RecommenderService:
             return _error(
                 422, f"model {self.tag} ({err}) has no item embeddings, so no similar items"
             )
-        return SimilarItemsResponse(item_id=item_id, items=_scored(answer), model=self.tag)
+        return SimilarItemsResponse(
+            item_id=item_id, items=_scored(answer), model=self.tag, model_version=self.version
+        )
+
+    @bentoml.api(input_spec=FeedbackRequest, output_spec=FeedbackResponse)
+    async def feedback(self, events: list[FeedbackEvent]) -> FeedbackResponse | JSONResponse:
+        """Append 1..1000 events (impressions, clicks, purchases) to the feedback log; answers
+        once they are on disk, so an accepted event is never lost. Ids the model does not know
+        are accepted: new users and items are what the next training learns."""
+        dumped = [event.model_dump() for event in events]
+        try:
+            await self.feedback_log.append(encode_events(dumped, self.version, now_ms()))
+        except OSError as err:
+            directory = self.feedback_log.directory
+            logger.error("feedback: %d event(s) not written to %s: %s", len(events), directory, err)
+            return _error(503, f"the feedback log could not be written ({err}); retry later")
+        for (kind, version), n in Counter(
+            (event["type"], event["model_version"] or self.version) for event in dumped
+        ).items():
+            self.metrics.feedback_events.labels(kind, version).inc(n)
+        return FeedbackResponse(accepted=len(events))
 
     async def _rank_known(self, batch: list[RankQuery]) -> list[RankResult]:
         """The Ranker's answer, awaited so that concurrent batches meet in its dispatcher.
@@ -299,8 +355,17 @@ class RecommenderService:
 
     def _recommendation(self, user_id: str, answer: Ranked) -> Recommendation:
         return Recommendation(
-            user_id=user_id, items=_scored(answer), fallback=answer.fallback, model=self.tag
+            user_id=user_id,
+            items=_scored(answer),
+            fallback=answer.fallback,
+            model=self.tag,
+            model_version=self.version,
+            request_id=uuid.uuid4().hex,  # joins the feedback on this list to it
         )
+
+    def _count_lists(self, endpoint: str, answers: list[Ranked]) -> None:
+        for fallback, n in Counter(a.fallback or "none" for a in answers).items():
+            self.metrics.recommendations.labels(endpoint, self.version, fallback).inc(n)
 
 
 DOCS_PATH = "/docs.json"
@@ -348,6 +413,9 @@ class JsonBodiesOnly:
 
 
 RecommenderService.add_asgi_middleware(PublishedOpenAPI, service=RecommenderService)
+RecommenderService.add_asgi_middleware(
+    ReadyzNamesTheModel, model=SERVED_TAG, model_version=MODEL_VERSION
+)
 RecommenderService.add_asgi_middleware(
     JsonBodiesOnly, routes=frozenset(api.route for api in RecommenderService.apis.values())
 )
