@@ -24,11 +24,16 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # BentoML: no usage reporting from demos, tests and benchmarks.
 export BENTOML_DO_NOT_TRACK ?= true
 SERVE_PORT ?= 3000
+# `make loop`: its own MLflow store and data under LOOP_DIR, so its versions are 1 and 2.
+LOOP_DIR ?= data/loop
+LOOP_EPOCHS ?= 10
+LOOP_USERS ?= 5000
+LOOP_ENV = MLFLOW_TRACKING_URI=sqlite:///$(abspath $(LOOP_DIR))/mlflow.db
 # `make bench-peers`: one venv per peer (their pins clash with ours: RecBole needs numpy < 2).
 PEER_VENVS := benchmarks/.work/venvs
 PEERS_ARGS ?=
 
-.PHONY: help setup demo test bench bench-peers bench-defaults bench-batch bench-serve-catalogue train sweep serve bento helm-lint lint clean distclean
+.PHONY: help setup demo test bench bench-peers bench-defaults bench-batch bench-serve-catalogue bench-feedback loop train sweep serve bento helm-lint lint clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -54,6 +59,33 @@ demo: setup  ## synthetic data -> preprocess -> train NeuMF (MLflow) -> evaluate
 	$(BIN)/recsys-package ckpt_path=$(DEMO_DIR)/train/checkpoints/best.ckpt | tee $(DEMO_DIR)/package.log
 	@$(BIN)/python -m recsys.demo_summary --run-dir $(DEMO_DIR)/train --eval-dir $(DEMO_DIR)/eval \
 	  --processed-dir $(DEMO_DIR)/processed --bento-tag "$$(tail -n 1 $(DEMO_DIR)/package.log)"
+
+loop: setup  ## the lifecycle on the demo data: train -> promote -> package @champion -> serve simulated users -> train on reviews + their clicks -> promote (gate)
+	rm -rf $(LOOP_DIR) && mkdir -p $(LOOP_DIR)
+	test -f $(DEMO_DIR)/reviews.jsonl.gz || $(BIN)/recsys-generate out=$(DEMO_DIR)/reviews.jsonl.gz
+	$(BIN)/recsys-preprocess data.input=$(DEMO_DIR)/reviews.jsonl.gz data.processed_dir=$(LOOP_DIR)/processed-1
+	$(LOOP_ENV) $(BIN)/recsys-train data.processed_dir=$(LOOP_DIR)/processed-1 hydra.run.dir=$(LOOP_DIR)/train-1 \
+	  trainer.max_epochs=$(LOOP_EPOCHS) callbacks.rich_progress_bar=null trainer.enable_progress_bar=false
+	@# No champion yet: version 1 becomes it.
+	$(LOOP_ENV) $(BIN)/recsys-promote model_uri=models:/recsys/1
+	$(LOOP_ENV) $(BIN)/recsys-package model_uri=models:/recsys@champion | tee $(LOOP_DIR)/package-1.log
+	@# Simulated users ask the champion for recommendations; their clicks go to /feedback, stamped
+	@# in the validation weeks so that the next test split is later, organic reviews only.
+	$(BIN)/python -m recsys.lifecycle.simulate --model "$$(tail -n 1 $(LOOP_DIR)/package-1.log)" \
+	  --feedback-dir $(LOOP_DIR)/feedback --users $(LOOP_USERS) --during-val-of $(LOOP_DIR)/processed-1 \
+	  | tee $(LOOP_DIR)/simulation.json
+	$(BIN)/recsys-preprocess data.input=$(DEMO_DIR)/reviews.jsonl.gz data.feedback=$(LOOP_DIR)/feedback \
+	  data.processed_dir=$(LOOP_DIR)/processed-2
+	$(LOOP_ENV) $(BIN)/recsys-train data.processed_dir=$(LOOP_DIR)/processed-2 hydra.run.dir=$(LOOP_DIR)/train-2 \
+	  trainer.max_epochs=$(LOOP_EPOCHS) callbacks.rich_progress_bar=null trainer.enable_progress_bar=false
+	@# Version 1 never saw the clicks, so it was trained on other data: name the split to judge on.
+	@# Exit 3 (refused) is an outcome here, not a failure; the decision is tagged on version 2.
+	$(LOOP_ENV) $(BIN)/recsys-promote model_uri=models:/recsys/2 data.processed_dir=$(LOOP_DIR)/processed-2 \
+	  | tee $(LOOP_DIR)/promote-2.log; rc=$$?; test $$rc -eq 0 -o $$rc -eq 3
+	$(LOOP_ENV) $(BIN)/recsys-package model_uri=models:/recsys@champion | tee $(LOOP_DIR)/package-2.log
+	@echo "champion: $$(tail -n 1 $(LOOP_DIR)/promote-2.log)"
+	@echo "serve it:  RECSYS_MODEL=$$(tail -n 1 $(LOOP_DIR)/package-2.log) RECSYS_FEEDBACK_DIR=$(LOOP_DIR)/feedback bentoml serve"
+	@echo "browse:    mlflow ui --backend-store-uri sqlite:///$(abspath $(LOOP_DIR))/mlflow.db"
 
 test: setup  ## run the whole test suite (slow tests included)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -83,6 +115,9 @@ bench-batch: setup  ## recsys-recommend over 1M users x 100k items, MF and NeuMF
 
 bench-serve-catalogue: setup  ## bentoml serve over 1M items: two-stage retrieval vs exact, recall@10 (builds take minutes) -> benchmarks/results/serve_catalogue.json
 	$(BIN)/python benchmarks/serve_catalogue.py
+
+bench-feedback: setup  ## POST /feedback under load from 16 clients, SIGTERM and restart mid-load: events/s, lost, duplicates -> benchmarks/results/feedback_load.json
+	$(BIN)/python benchmarks/feedback_load.py
 
 $(PEER_VENVS)/%/.installed: benchmarks/peers/requirements-%.txt
 	@test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)

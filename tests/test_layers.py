@@ -18,7 +18,8 @@ LAYERS = [
     {"models"},
     {"evaluation"},
     {"packaging"},
-    {"serving", "tracking", "batch", "lifecycle"},
+    {"serving", "tracking", "batch"},
+    {"lifecycle"},  # promotion and the simulated users of `make loop` (serves through serving)
     {"training"},
     {"config", "recommend_config"},  # the structured-config schemas the entry points compose with
     {"generate", "preprocess", "train", "evaluate", "package", "recommend", "promote", "demo_summary"},
