@@ -27,6 +27,7 @@ import json
 import socket
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,12 @@ def simulate(
     window_ms: tuple[int, int] | None = None,
     seed: int = 0,
     clients: int = 4,
+    send: Callable[[str, dict[str, Any]], dict[str, Any]] = post,
 ) -> dict[str, Any]:
     """Show `n_users` random users of the generator their top-k and post what they do, stamped
     within `window_ms` (default: the 14 days after the reviews end); returns counts of the
-    events the service accepted."""
+    events the service accepted. `send(url, body)` posts JSON (tests pass an in-process
+    client)."""
     world = build_world(spec)
     item_of = {item_id: n for n, item_id in enumerate(world.item_ids.tolist())}
     rng = np.random.default_rng(seed)
@@ -105,7 +108,7 @@ def simulate(
         batch = batches[index]
         local = np.random.default_rng([seed, index])
         ids = world.user_ids[batch].tolist()
-        answer = post(f"{base_url}/recommend_batch", {"user_ids": ids, "k": k})
+        answer = send(f"{base_url}/recommend_batch", {"user_ids": ids, "k": k})
         events = []
         for user, result in zip(batch.tolist(), answer["results"], strict=True):
             when = int(local.integers(start, stop - USERS_PER_CALL * 1000))
@@ -113,7 +116,7 @@ def simulate(
         counts = Counter(e["type"] for e in events)
         for lo in range(0, len(events), EVENTS_PER_CALL):
             chunk = events[lo : lo + EVENTS_PER_CALL]
-            accepted = post(f"{base_url}/feedback", {"events": chunk})["accepted"]
+            accepted = send(f"{base_url}/feedback", {"events": chunk})["accepted"]
             if accepted != len(chunk):
                 raise RuntimeError(f"/feedback accepted {accepted} of {len(chunk)} events")
         counts["users"] = len(batch)
