@@ -265,6 +265,15 @@ def test_bad_settings_fail_naming_the_variable(tmp_path):
 # --- A real server ---------------------------------------------------------------------------
 
 
+def own_home(tmp_path: Path) -> str:
+    """A BENTOML_HOME sharing the session's model store: `bentoml serve` empties its home's
+    Prometheus directory on start, which would wipe the session `server`'s metrics."""
+    home = tmp_path / "bentoml"
+    home.mkdir()
+    (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    return str(home)
+
+
 def post(url: str, body) -> tuple[int, str]:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -302,7 +311,7 @@ def test_sigterm_under_load_loses_no_accepted_event(packaged, tmp_path):
     sends it) mid-load. Every event a client saw accepted is in the log exactly once."""
     directory, log = tmp_path / "feedback", tmp_path / "serve.log"
     env = {"RECSYS_MODEL": packaged, "RECSYS_FEEDBACK_DIR": str(directory),
-           "OMP_WAIT_POLICY": "PASSIVE"}  # fmt: skip
+           "OMP_WAIT_POLICY": "PASSIVE", "BENTOML_HOME": own_home(tmp_path)}  # fmt: skip
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = start_server(port, env, log)
@@ -354,7 +363,12 @@ def test_serve_with_an_unwritable_feedback_dir_fails_at_once(packaged, tmp_path)
     result = subprocess.run(
         [BIN / "bentoml", "serve", "--port", str(free_port())],
         cwd=PROJECT_ROOT,
-        env={**os.environ, "RECSYS_MODEL": packaged, DIR_ENV: str(blocker / "log")},
+        env={
+            **os.environ,
+            "RECSYS_MODEL": packaged,
+            DIR_ENV: str(blocker / "log"),
+            "BENTOML_HOME": own_home(tmp_path),
+        },
         capture_output=True,
         text=True,
         timeout=120,
