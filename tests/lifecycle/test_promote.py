@@ -183,3 +183,43 @@ def test_remapped_net_scores_in_the_target_id_space():
                 expected = full[inner_u, inner_i]
             assert got[u, i] == pytest.approx(float(expected))
     assert torch.equal(partial, got[:, 2:5])
+
+
+def test_judged_test_set_masks_test_interactions_a_model_trained_on(tiny_processed):
+    from recsys.data.processed import load_processed
+    from recsys.lifecycle.judged import judged_test_set, trained_until
+    from recsys.sparse import csr_rows
+
+    data = load_processed(tiny_processed)
+    test_start = trained_until(str(tiny_processed))
+    assert test_start == data.metadata["split"]["test_start"]
+    same, report = judged_test_set(data, {"a": test_start, "b": None})
+    assert report["test_rows_masked"] == 0 and report["unchecked"] == ["b"]
+    assert same.rel_indices.numel() == len(data.test)
+
+    ts = torch.sort(data.test.timestamps).values
+    cutoff = int(ts[len(ts) // 2])  # a model trained into the middle of the test period
+    judged, report = judged_test_set(data, {"a": test_start, "old": cutoff})
+    late = data.test.timestamps >= cutoff
+    assert report["test_rows_masked"] == int((~late).sum()) > 0
+    expected = {
+        (u, i)
+        for u, i, keep in zip(
+            data.test.users.tolist(), data.test.items.tolist(), late.tolist(), strict=True
+        )
+        if keep
+    }
+    rows, items = csr_rows(judged.rel_indptr, judged.rel_indices, torch.arange(data.n_users))
+    assert set(zip(rows.tolist(), items.tolist(), strict=True)) == expected
+    masked = {
+        (u, i)
+        for u, i, keep in zip(
+            data.test.users.tolist(), data.test.items.tolist(), late.tolist(), strict=True
+        )
+        if not keep
+    }
+    rows, items = csr_rows(judged.seen_indptr, judged.seen_indices, torch.arange(data.n_users))
+    assert masked <= set(zip(rows.tolist(), items.tolist(), strict=True))
+
+    with pytest.raises(RecsysError, match="after the whole test period"):
+        judged_test_set(data, {"models:/recsys/9": int(ts[-1]) + 1})

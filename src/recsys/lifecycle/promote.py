@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from recsys.data.evalsets import EvalSet
 from recsys.data.processed import ProcessedData, load_processed
 from recsys.devices import resolve_device
 from recsys.errors import RecsysError
@@ -26,6 +25,7 @@ from recsys.evaluation.protocols import evaluate_full
 from recsys.evaluation.report import comparison
 from recsys.evaluation.uncertainty import per_user
 from recsys.lifecycle import registry
+from recsys.lifecycle.judged import judged_test_set, trained_until
 from recsys.lifecycle.options import CHAMPION, PREVIOUS, GateSettings
 from recsys.lifecycle.remap import RemappedNet, bundle_popularity, index_map, same_ids
 from recsys.models.base import RecommenderNet
@@ -95,17 +95,20 @@ def evaluate(
     gate: GateSettings,
     tmp: Path,
 ) -> dict[str, Any]:
-    """Both models on one test split (the candidate's data unless `processed_dir` is given):
-    their means, and the paired interval of the difference."""
+    """Both models on one test split (the candidate's data unless `processed_dir` is given,
+    its interactions after both models' training ends: `judged_test_set`): their means, and
+    the paired interval of the difference."""
     kind, k = gate.metric_k()
     data_path = registry.processed_path(candidate, processed_dir)
     data = load_processed(data_path)
     device = _device(gate.device)
-    test_set = EvalSet.for_split(data, "test")
+    versions = {"candidate": candidate, "champion": champion}
+    until = {v.uri: trained_until(v.processed_dir) for v in versions.values() if v is not None}
+    test_set, judged = judged_test_set(data, until)
     if test_set.users.numel() == 0:
         raise RecsysError("the test split has no users", path=data_path / "test.parquet")
     found = {}
-    for role, version in (("candidate", candidate), ("champion", champion)):
+    for role, version in versions.items():
         if version is None:
             continue
         with _scorer(version, data, processed_dir is not None, device, tmp / role) as net:
@@ -117,6 +120,9 @@ def evaluate(
         "processed_dir": str(data_path.resolve()),
         "input_sha256": data.metadata.get("input_sha256"),
         "n_users": int(users.numel()),
+        "test_from": judged["test_from"],
+        "test_rows_masked": judged.get("test_rows_masked", 0),
+        "unchecked": ",".join(judged.get("unchecked", [])),
         "candidate_value": float(values[metric].mean()),
     }
     if champion is None:
@@ -198,6 +204,16 @@ def summary(outcome: Outcome) -> str:
         )
     elif "candidate_value" in r:
         lines.append(f"{r['metric']} on {r['n_users']:,} test users: {r['candidate_value']:.4f}")
+    if r.get("test_rows_masked"):
+        lines.append(
+            f"judged on test interactions from {r['test_from']} only: "
+            f"{r['test_rows_masked']:,} earlier ones fall in a model's training period (masked)"
+        )
+    if r.get("unchecked"):
+        lines.append(
+            f"warning: the training data of {r['unchecked']} is not at hand, so whether it "
+            "overlaps the test period was not checked"
+        )
     lines.append(DECISION_TEXT[outcome.decision].format(**r))
     return "\n".join(lines)
 
