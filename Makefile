@@ -74,8 +74,10 @@ loop: setup  ## the lifecycle on the demo data: train -> promote -> package @cha
 	$(BIN)/python -m recsys.lifecycle.simulate --model "$$(tail -n 1 $(LOOP_DIR)/package-1.log)" \
 	  --feedback-dir $(LOOP_DIR)/feedback --users $(LOOP_USERS) --during-val-of $(LOOP_DIR)/processed-1 \
 	  | tee $(LOOP_DIR)/simulation.json
+	@# The same split boundaries as version 1's data: both models are then trained up to the same
+	@# day and judged on the same, later weeks.
 	$(BIN)/recsys-preprocess data.input=$(DEMO_DIR)/reviews.jsonl.gz data.feedback=$(LOOP_DIR)/feedback \
-	  data.processed_dir=$(LOOP_DIR)/processed-2
+	  data.split_from=$(LOOP_DIR)/processed-1 data.processed_dir=$(LOOP_DIR)/processed-2
 	$(LOOP_ENV) $(BIN)/recsys-train data.processed_dir=$(LOOP_DIR)/processed-2 hydra.run.dir=$(LOOP_DIR)/train-2 \
 	  trainer.max_epochs=$(LOOP_EPOCHS) callbacks.rich_progress_bar=null trainer.enable_progress_bar=false
 	@# Version 1 never saw the clicks, so it was trained on other data: name the split to judge on.
@@ -83,7 +85,7 @@ loop: setup  ## the lifecycle on the demo data: train -> promote -> package @cha
 	$(LOOP_ENV) $(BIN)/recsys-promote model_uri=models:/recsys/2 data.processed_dir=$(LOOP_DIR)/processed-2 \
 	  | tee $(LOOP_DIR)/promote-2.log; rc=$$?; test $$rc -eq 0 -o $$rc -eq 3
 	$(LOOP_ENV) $(BIN)/recsys-package model_uri=models:/recsys@champion | tee $(LOOP_DIR)/package-2.log
-	@echo "champion: $$(tail -n 1 $(LOOP_DIR)/promote-2.log)"
+	@echo "promotion of version 2: $$(tail -n 1 $(LOOP_DIR)/promote-2.log)"
 	@echo "serve it:  RECSYS_MODEL=$$(tail -n 1 $(LOOP_DIR)/package-2.log) RECSYS_FEEDBACK_DIR=$(LOOP_DIR)/feedback bentoml serve"
 	@echo "browse:    mlflow ui --backend-store-uri sqlite:///$(abspath $(LOOP_DIR))/mlflow.db"
 

@@ -44,6 +44,7 @@ class DataConfig:
         default_factory=lambda: [str(e) for e in PrepareOptions.feedback_events]
     )
     processed_dir: str = MISSING
+    split_from: str | None = PrepareOptions.split_from
     min_interactions: int = PrepareOptions.min_interactions
     split: SplitKind = PrepareOptions.split
     val_fraction: float = PrepareOptions.val_fraction

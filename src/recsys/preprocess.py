@@ -46,6 +46,7 @@ def run(cfg: DictConfig) -> None:
         split=data.split,
         val_fraction=data.val_fraction,
         test_fraction=data.test_fraction,
+        split_from=data.split_from,
         feedback_events=tuple(data.feedback_events),
     )
     prepare_dataset(

@@ -37,6 +37,10 @@ class PrepareOptions:
     split: SplitKind = SplitKind.temporal
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    # A processed directory whose temporal boundaries (val_start, test_start) to reuse instead
+    # of the fractions: a new dataset (more reviews, or feedback) tested on the same period
+    # as an older model's, so the two are compared on equal terms (recsys-promote).
+    split_from: str | None = None
     # The feedback events that become interactions: choices, not impressions (an impression
     # says an item was shown, not that the user wanted it).
     feedback_events: tuple[EventType, ...] = (EventType.click, EventType.purchase)
@@ -54,6 +58,10 @@ class PrepareOptions:
                 f"{self.val_fraction} + {self.test_fraction}"
             )
         names = ", ".join(EventType)
+        if self.split_from is not None and self.split != SplitKind.temporal:
+            raise RecsysError(
+                "data.split_from reuses temporal boundaries: it needs data.split=temporal"
+            )
         if not self.feedback_events:
             raise RecsysError(f"data.feedback_events must name at least one of {names}")
         unknown = [str(e) for e in self.feedback_events if e not in set(EventType)]

@@ -140,12 +140,20 @@ class Split:
     cold_test: int = 0
 
 
-def temporal_split(df: pl.DataFrame, val_fraction: float, test_fraction: float) -> Split:
+def temporal_split(
+    df: pl.DataFrame,
+    val_fraction: float,
+    test_fraction: float,
+    boundaries: tuple[int, int] | None = None,
+) -> Split:
     """Global time boundaries: train < val_start <= val < test_start <= test; ties stay together.
 
     Boundaries are the timestamps at the target quantiles, so equal timestamps always land on
-    the same side and no val/test interaction precedes any train interaction.
+    the same side and no val/test interaction precedes any train interaction; or the given
+    (val_start, test_start), e.g. another processed directory's.
     """
+    if boundaries is not None:
+        return _split_at(df, *boundaries)
     n = df.height
     n_test = max(1, round(n * test_fraction))
     n_val = max(1, round(n * val_fraction))
@@ -166,13 +174,25 @@ def temporal_split(df: pl.DataFrame, val_fraction: float, test_fraction: float) 
             f"timestamp shared with {shared}; use data.split=leave_last_out or other fractions",
             stage="temporal split",
         )
+    return _split_at(df, val_start, test_start)
+
+
+def _split_at(df: pl.DataFrame, val_start: int, test_start: int) -> Split:
     t = pl.col("timestamp")
-    return Split(
+    split = Split(
         train=df.filter(t < val_start),
         val=df.filter((t >= val_start) & (t < test_start)),
         test=df.filter(t >= test_start),
         info={"kind": SplitKind.temporal.value, "val_start": val_start, "test_start": test_start},
     )
+    empty = [name for name in ("train", "val", "test") if getattr(split, name).height == 0]
+    if empty:
+        raise RecsysError(
+            f"the boundaries val_start={val_start}, test_start={test_start} leave "
+            f"{' and '.join(empty)} empty: the data does not cover that period",
+            stage="temporal split",
+        )
+    return split
 
 
 def leave_last_out_split(df: pl.DataFrame) -> Split:

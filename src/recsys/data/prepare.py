@@ -4,6 +4,7 @@ Processed directory), with a stage log and a summary table."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -73,6 +74,27 @@ def _read(path: Path, console: Console, fingerprint: FileFingerprint | None) -> 
         return read_interactions(
             path, on_bytes=lambda n: progress.advance(task, n), fingerprint=fingerprint
         )
+
+
+def boundaries_of(processed_dir: str | None) -> tuple[int, int] | None:
+    """(val_start, test_start) of a processed directory's temporal split (data.split_from)."""
+    if processed_dir is None:
+        return None
+    path = Path(processed_dir, "metadata.json")
+    try:
+        split = json.loads(path.read_text())["split"]
+    except (OSError, ValueError, KeyError) as err:
+        raise RecsysError(
+            f"data.split_from must be a processed directory (no readable metadata.json: {err})",
+            path=processed_dir,
+        ) from err
+    if split.get("kind") != SplitKind.temporal.value:
+        raise RecsysError(
+            f"data.split_from: its split is {split.get('kind')}, not temporal: it has no time "
+            "boundaries to reuse",
+            path=processed_dir,
+        )
+    return int(split["val_start"]), int(split["test_start"])
 
 
 def _ts_range(df: pl.DataFrame) -> list[int] | None:
@@ -179,6 +201,7 @@ def prepare_dataset(
     source = None if input is None else Path(input).expanduser()
     log_path = None if feedback is None else Path(feedback).expanduser()
     options.validate()
+    boundaries = boundaries_of(options.split_from)  # before any reading: a bad one fails fast
     if source is not None:
         check_input_file(source)  # before the progress display stats it
     _check_inputs([p for p in (source, log_path) if p is not None], target)
@@ -215,7 +238,12 @@ def prepare_dataset(
 
     try:
         if options.split == SplitKind.temporal:
-            split = pipeline.temporal_split(core.frame, options.val_fraction, options.test_fraction)
+            split = pipeline.temporal_split(
+                core.frame,
+                options.val_fraction,
+                options.test_fraction,
+                boundaries,
+            )
         else:
             split = pipeline.leave_last_out_split(core.frame)
     except RecsysError as err:
@@ -324,6 +352,7 @@ def build_metadata(
         "min_interactions": options.min_interactions,
         "split": {
             **split.info,
+            "from": None if options.split_from is None else str(Path(options.split_from).resolve()),
             "val_fraction": options.val_fraction,
             "test_fraction": options.test_fraction,
             **{f"{name}_range": _ts_range(getattr(indexed, name)) for name in SPLIT_NAMES},
