@@ -19,7 +19,7 @@ REFUSED_EXIT_CODE = 3
 @exit_on_user_error("recsys-promote")
 def run(cfg: DictConfig) -> str:
     from recsys.lifecycle.options import GateSettings
-    from recsys.lifecycle.promote import promote, summary
+    from recsys.lifecycle.promote import REFUSED, promote, summary
 
     gate = GateSettings(
         metric=str(cfg.metric),
@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> str:
     )
     outcome = promote(str(cfg.model_uri), cfg.data.processed_dir, gate)
     print(summary(outcome), flush=True)  # the last line is the decision
-    if not outcome.promoted and outcome.decision != "already_champion":
+    if outcome.decision == REFUSED:
         sys.exit(REFUSED_EXIT_CODE)
     return outcome.decision
 

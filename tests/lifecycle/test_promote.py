@@ -110,6 +110,14 @@ def test_first_becomes_champion_weak_is_refused_better_is_promoted(registry):
     assert outcome.decision == FORCED and outcome.report["ci_high"] < 0
     assert aliases(registry) == {"champion": "2", "previous": "3"}
     assert version(registry, "2").tags["promotion.forced"] == "True"
+    assert "promotion.superseded_by" not in version(registry, "2").tags
+
+    # A champion alias that disappeared (its version deleted) is no free pass for the next.
+    with isolated_mlflow(registry.workdir, registry.uri):
+        MlflowClient().delete_registered_model_alias("recsys", "champion")
+        with pytest.raises(RecsysError, match="has no @champion but has @previous"):
+            promote("models:/recsys/1", None, GateSettings())
+        MlflowClient().set_registered_model_alias("recsys", "champion", "2")
 
 
 @pytest.mark.slow
@@ -123,6 +131,8 @@ def test_a_champion_trained_on_other_data_needs_a_common_split(registry, tmp_pat
     reviews = registry.processed.parent / "reviews.jsonl"
     prepare_dataset(reviews, other, PrepareOptions(min_interactions=8), Console(quiet=True))
     with isolated_mlflow(registry.workdir, registry.uri):
+        if "champion" not in aliases(registry):  # run alone
+            promote("models:/recsys/3", None, GateSettings(bootstrap=200))
         train_tracked(tmp_path / "run", registry.uri, other, "model=pop")
         newest = MlflowClient().search_model_versions("name='recsys'")
         candidate = f"models:/recsys/{max(int(v.version) for v in newest)}"

@@ -29,13 +29,14 @@ from recsys.lifecycle.judged import judged_test_set, trained_until
 from recsys.lifecycle.options import CHAMPION, PREVIOUS, GateSettings
 from recsys.lifecycle.remap import RemappedNet, bundle_popularity, index_map, same_ids
 from recsys.models.base import RecommenderNet
+from recsys.models.checkpoint import CheckpointError
 from recsys.packaging.bundle import load_bundle, read_info
-from recsys.packaging.sources import fetch_registered
+from recsys.packaging.sources import fetch_registered, ids_in_order
 
 # Decisions, as recorded in the `promotion.decision` tag; exit 0 for all but `refused`.
 FIRST = "first"  # there was no champion: the candidate becomes it
 PROMOTED = "promoted"
-FORCED = "forced"  # force=true promoted a candidate the gate refused (or never compared)
+FORCED = "forced"  # force=true promoted a candidate the gate refused
 REFUSED = "refused"
 ALREADY = "already_champion"
 
@@ -51,8 +52,8 @@ class Outcome:
 
 
 def promote(model_uri: str, processed_dir: str | None, gate: GateSettings) -> Outcome:
-    """Evaluate, decide, and (unless refused) move the aliases; the decision is recorded on
-    the candidate's version either way."""
+    """Evaluate, decide, and (unless refused) move the aliases; every decision but "already
+    the champion" is recorded on the candidate's version."""
     gate.validate()
     name, version = registry.parse_version_uri(model_uri)
     candidate = registry.get_version(name, version)
@@ -68,6 +69,15 @@ def promote(model_uri: str, processed_dir: str | None, gate: GateSettings) -> Ou
     }
     if champion is not None and champion.version == candidate.version:
         return Outcome(ALREADY, {**base, "decision": ALREADY})
+    if champion is None and not gate.force:
+        previous = registry.version_by_alias(name, PREVIOUS)
+        if previous is not None:
+            raise RecsysError(
+                f"{name} has no @{CHAMPION} but has @{PREVIOUS} ({previous.uri}): the champion "
+                "version was deleted or its alias removed, so there is nothing to compare with. "
+                f"Set it again (e.g. recsys-promote model_uri={previous.uri} force=true), or "
+                "pass force=true to make this candidate the champion"
+            )
     with tempfile.TemporaryDirectory(prefix="recsys-promote-") as tmp:
         report = {**base, **evaluate(candidate, champion, processed_dir, gate, Path(tmp))}
     if champion is None:
@@ -77,14 +87,22 @@ def promote(model_uri: str, processed_dir: str | None, gate: GateSettings) -> Ou
     else:
         decision = FORCED if gate.force else REFUSED
     report["decision"] = decision
-    registry.record(candidate, report, stamp)
     if decision != REFUSED:
+        # Re-read: another promotion may have moved the alias while this one evaluated.
+        now = registry.version_by_alias(name, CHAMPION)
+        if (now and now.version) != (champion and champion.version):
+            raise RecsysError(
+                f"@{CHAMPION} moved to {now.uri if now else 'nothing'} while {candidate.uri} was "
+                "being compared with "
+                f"{champion.uri if champion else 'no champion'}: run recsys-promote again"
+            )
         registry.move_aliases(
             name, candidate.version, None if champion is None else champion.version,
             (CHAMPION, PREVIOUS),
         )  # fmt: skip
         if champion is not None:
             registry.tag(champion, {"superseded_by": candidate.uri, "superseded_at": stamp})
+    registry.record(candidate, report, stamp)  # after the aliases: tags never claim a move
     return Outcome(decision, report)
 
 
@@ -155,8 +173,11 @@ def _scorer(
     trained on other data is refused: its indices mean other users and items."""
     tmp.mkdir()
     bundle_dir = fetch_registered(version.uri, tmp)
-    info = read_info(bundle_dir)
-    bundle = load_bundle(bundle_dir, device, retrieval="exact")
+    try:
+        info = read_info(bundle_dir)
+        bundle = load_bundle(bundle_dir, device, retrieval="exact")
+    except CheckpointError as err:  # e.g. an older bundle format
+        raise RecsysError(f"cannot load {version.uri}: {err}") from err
     net: RecommenderNet = bundle.net
     if not same_ids(data.path, bundle_dir):
         if not common_split:
@@ -170,17 +191,11 @@ def _scorer(
                 "period both may be judged on (users and items are matched to each model by "
                 "id; ones a model never saw get its popular items)"
             )
-        users = index_map(_ids(data.path, "user"), bundle.user_index)
-        items = index_map(_ids(data.path, "item"), bundle.item_index)
+        users = index_map(ids_in_order(data.path / "users.parquet", "user"), bundle.user_index)
+        items = index_map(ids_in_order(data.path / "items.parquet", "item"), bundle.item_index)
         net = RemappedNet(bundle.net, bundle_popularity(bundle), users, items).to(device)
     with torch.inference_mode():
         yield net
-
-
-def _ids(path: Path, kind: str) -> list[str]:
-    import polars as pl
-
-    return pl.read_parquet(path / f"{kind}s.parquet").sort(f"{kind}_idx")[f"{kind}_id"].to_list()
 
 
 def _device(name: str) -> torch.device:
@@ -211,8 +226,8 @@ def summary(outcome: Outcome) -> str:
         )
     if r.get("unchecked"):
         lines.append(
-            f"warning: the training data of {r['unchecked']} is not at hand, so whether it "
-            "overlaps the test period was not checked"
+            f"warning: whether {r['unchecked']} trained on part of this test period was not "
+            "checked (its processed directory is not at hand, or its split is leave_last_out)"
         )
     lines.append(DECISION_TEXT[outcome.decision].format(**r))
     return "\n".join(lines)

@@ -50,11 +50,16 @@ def parse_version_uri(uri: str) -> tuple[str, str]:
 def get_version(name: str, version: str) -> RegisteredVersion:
     """The registered version, with the processed directory its training run recorded."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     mlflow_client = client()
     try:
         mv = mlflow_client.get_model_version(name, version)
-    except Exception as err:  # MLflow raises several types for unknown names and versions
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise RecsysError(
+                f"the MLflow store at {mlflow.get_tracking_uri()} could not be read: {err}"
+            ) from err
         raise RecsysError(
             f"no registered model version models:/{name}/{version} in MLflow at "
             f"{mlflow.get_tracking_uri()} (set MLFLOW_TRACKING_URI to the store it is "
@@ -94,7 +99,7 @@ def move_aliases(name: str, champion: str, previous: str | None, aliases: tuple[
 def record(version: RegisteredVersion, report: dict[str, Any], stamp: str) -> None:
     """The decision as tags on the version (the MLflow UI lists them) and the full report as
     a JSON artifact of its training run, one file per decision (the history)."""
-    tag(version, report)
+    tag(version, report, replace=True)
     if version.run_id:
         try:
             client().log_text(
@@ -104,10 +109,17 @@ def record(version: RegisteredVersion, report: dict[str, Any], stamp: str) -> No
             log.warning("report not saved to run %s's artifacts: %s", version.run_id, err)
 
 
-def tag(version: RegisteredVersion, values: dict[str, Any]) -> None:
-    """Set `promotion.*` tags on the version."""
+def tag(version: RegisteredVersion, values: dict[str, Any], replace: bool = False) -> None:
+    """Set `promotion.*` tags on the version; `replace` first drops the ones of an earlier
+    decision, so no figure of another comparison is left beside this one's."""
     mlflow_client = client()
-    for key, value in flat_tags(values).items():
+    tags = flat_tags(values)
+    if replace:
+        old = mlflow_client.get_model_version(version.name, version.version).tags
+        for key in old:
+            if key.startswith(TAG_PREFIX) and key not in tags and "superseded" not in key:
+                mlflow_client.delete_model_version_tag(version.name, version.version, key)
+    for key, value in tags.items():
         mlflow_client.set_model_version_tag(version.name, version.version, key, value)
 
 
@@ -127,10 +139,12 @@ def processed_path(version: RegisteredVersion, given: str | None) -> Path:
     """The directory to evaluate on: `given`, else the one the version was trained on."""
     where = given or version.processed_dir
     if not where:
-        raise RecsysError(
-            f"{version.uri}'s training run does not record its processed directory: pass "
-            "data.processed_dir=DIR"
+        why = (
+            f"{version.uri}'s training run does not record its processed directory"
+            if version.run_id
+            else f"{version.uri} was registered without a training run"
         )
+        raise RecsysError(f"{why}: pass data.processed_dir=DIR")
     path = Path(where)
     if not (path / "metadata.json").is_file():
         raise RecsysError(

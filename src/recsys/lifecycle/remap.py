@@ -51,16 +51,21 @@ class RemappedNet(RecommenderNet):
     def score_items(
         self, users: torch.Tensor, start: int = 0, stop: int | None = None, out=None
     ) -> torch.Tensor:
+        """Scores against target items start..stop-1. Processed directories index ids in
+        lexicographic order, so a chunk's items map to a narrow range of the net's: only that
+        range is scored (exact whatever the order, just wider when ids interleave)."""
         stop = self.n_items if stop is None else stop
+        items = self.item_map[start:stop]
+        mapped = items >= 0
         inner_users = self.user_map[users]
         known = inner_users >= 0
-        scores = self.popularity.expand(users.numel(), -1).clone()
-        if known.any():
-            scores[known] = self.inner.score_items(inner_users[known]).float()
-        items = self.item_map[start:stop]
-        mapped = scores[:, items.clamp(min=0)]
-        mapped[:, items < 0] = -torch.inf
-        return mapped
+        scores = self.popularity[items.clamp(min=0)].expand(users.numel(), -1).clone()
+        if known.any() and mapped.any():
+            lo, hi = int(items[mapped].min()), int(items[mapped].max()) + 1
+            inner = self.inner.score_items(inner_users[known], lo, hi).float()
+            scores[known] = inner[:, (items - lo).clamp(0, hi - lo - 1)]
+        scores[:, ~mapped] = -torch.inf
+        return scores
 
 
 def same_ids(processed_dir: str | Path, bundle_dir: str | Path) -> bool:

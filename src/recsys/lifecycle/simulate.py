@@ -37,7 +37,7 @@ import numpy as np
 from recsys.data.options import DAY_MS, SyntheticSpec
 from recsys.data.synthetic import World, build_world
 
-# About one click per ten impressions of a trained model's top 10.
+# About one click per five impressions of a trained NeuMF's top 10 on the demo data (19.6%).
 SHARPNESS = 3.0
 THRESHOLD = 2.5
 PURCHASE_RATE = 0.3
@@ -111,7 +111,7 @@ def simulate(
         answer = send(f"{base_url}/recommend_batch", {"user_ids": ids, "k": k})
         events = []
         for user, result in zip(batch.tolist(), answer["results"], strict=True):
-            when = int(local.integers(start, stop - USERS_PER_CALL * 1000))
+            when = int(local.integers(start, stop - (k + 1) * 1000))  # clicks follow by k s
             events += page_events(world, item_of, user, result, local, when)
         counts = Counter(e["type"] for e in events)
         for lo in range(0, len(events), EVENTS_PER_CALL):
