@@ -1,6 +1,7 @@
-"""POST /feedback and its log: validation and the written lines in-process, the group-commit
-writer on its own (batching, rotation, a failed write, the reader), and a real `bentoml serve`
-stopped by SIGTERM under load without losing an accepted event."""
+"""POST /feedback and its log: validation and the written lines in-process, the route answering
+as a BentoML API would, the group-commit writer on its own (batching, rotation, a failed write,
+the reader), and a real `bentoml serve` stopped by SIGTERM under load without losing an
+accepted event."""
 
 from __future__ import annotations
 
@@ -163,6 +164,71 @@ def test_bad_feedback_is_a_400_naming_the_field(client, body, field):
     assert any(field in map(str, error["loc"]) for error in response.json()["detail"])
 
 
+# --- The route in front of BentoML answers as a BentoML API ---------------------------------
+
+INVALID = re.compile(r"^(\d+) validation error for (\w+)IODescriptor$")
+
+
+def test_the_route_answers_as_the_bentoml_apis_do(client):
+    """/feedback skips BentoML's API machinery (FeedbackRoute); its 400 body, its headers and
+    its reading of an empty body are still those of a BentoML API such as /recommend."""
+    from recsys.serving.service import RecommenderService
+
+    assert "feedback" not in RecommenderService.apis
+    api = client.post("/recommend", json={"user_id": "u", "k": 0})
+    ours = client.post("/feedback", json={"events": [{"type": "click"}]})
+    assert api.status_code == ours.status_code == 400
+    assert INVALID.match(api.json()["error"])[2] == "RecommendRequest"
+    assert INVALID.match(ours.json()["error"]).groups() == ("2", "FeedbackRequest")
+    assert [e["loc"] for e in ours.json()["detail"]] == [
+        ["events", 0, f] for f in ("user_id", "item_id")
+    ]
+    for error in api.json()["detail"] + ours.json()["detail"]:
+        assert set(error) == {"type", "loc", "msg", "url"}  # never the input
+    accepted = client.post("/feedback", json={"events": [CLICK]})
+    for response in (api, ours, accepted):
+        assert response.headers["server"] == "BentoML Service/recsys"
+        assert re.fullmatch(r"[0-9a-f]{16}", response.headers["x-bentoml-request-id"])
+        assert response.headers["content-type"] == "application/json"
+    empty = client.post("/feedback", content=b"", headers={"content-type": "application/json"})
+    assert [(e["type"], e["loc"]) for e in empty.json()["detail"]] == [("missing", ["events"])]
+
+
+def test_other_methods_are_a_405_and_a_trailing_slash_redirects(client):
+    for method in ("GET", "PUT", "DELETE", "HEAD"):
+        api, ours = client.request(method, "/recommend"), client.request(method, "/feedback")
+        assert ours.status_code == api.status_code == 405, method
+        assert ours.headers["allow"] == api.headers["allow"] == "POST"
+        assert ours.content == api.content
+    for path in ("/recommend/", "/feedback/"):
+        response = client.post(path, json={"events": [CLICK]}, follow_redirects=False)
+        assert response.status_code == 307
+        assert response.headers["location"] == f"http://testserver{path[:-1]}"
+
+
+def test_an_unexpected_error_is_a_logged_500(client, feedback_dir, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("recsys.serving.feedback_route.encode_events", broken)
+    response = client.post("/feedback", json={"events": [{**CLICK, "user_id": "bug"}]})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "An unexpected error has occurred, please check the server log."
+    }
+    assert "ValueError: a bug" in caplog.text
+    assert events_of(feedback_dir, "bug") == []
+
+
+def test_a_process_opens_one_feedback_log(tmp_path):
+    from recsys.serving.feedback_route import FeedbackEndpoint
+
+    endpoint = FeedbackEndpoint()
+    endpoint.open(FeedbackLog(tmp_path, 100), "1", counter=None)
+    with pytest.raises(RuntimeError, match="feedback log is open already"):
+        endpoint.open(FeedbackLog(tmp_path, 100), "1", counter=None)
+
+
 # --- The writer on its own ------------------------------------------------------------------
 
 
@@ -303,6 +369,9 @@ def test_the_served_metrics_carry_the_model_version(server):
         f'model_version="{version}"}}',
     ]:
         assert line in metrics, line
+    # BentoML's own request series still count /feedback, answered in front of its APIs.
+    served = r'bentoml_service_request_total\{endpoint="/feedback",http_response_code="200",.*\} '
+    assert re.search(served + r"[1-9]", metrics), "no BentoML request series for /feedback"
 
 
 @pytest.mark.slow

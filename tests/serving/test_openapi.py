@@ -79,6 +79,15 @@ def test_declared_statuses_are_the_ones_the_service_answers(document):
     }
 
 
+@pytest.mark.parametrize("path", APIS)
+def test_operations_are_described_alike(document, path):
+    """/feedback, answered in front of BentoML, is described as its APIs are."""
+    post = document["paths"][path]["post"]
+    assert post["tags"] == ["Service APIs"]
+    assert post["operationId"] == f"recsys__{path[1:]}"
+    assert post["description"]
+
+
 def test_every_reference_resolves_and_every_component_is_used(document):
     text = json.dumps(document)
     refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', text))

@@ -1,5 +1,6 @@
-"""The HTTP contract (docs/REFERENCE.md, HTTP API) as pydantic models: BentoML validates every
-request against them and answers 400 with the offending field, before any model code runs.
+"""The HTTP contract (docs/REFERENCE.md, HTTP API) as pydantic models: BentoML (and, for
+/feedback, `recsys.serving.feedback_route`) validates every request against them and answers
+400 with the offending field, before any model code runs.
 
 Strict types: `"10"` is not a valid `k` and `1` is not a valid `user_id`, so a client bug shows
 up as a 400 instead of a silently coerced answer. Unknown keys are refused for the same reason
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema, models_json_schema
+from starlette.responses import JSONResponse
 
 from recsys.packaging.recommend import DEFAULT_K
 
@@ -173,6 +175,10 @@ class ErrorMessage(ResponseModel):
     error: str
 
 
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse(ErrorMessage(error=message).model_dump(), status_code=status)
+
+
 # --- The OpenAPI document -------------------------------------------------------------------
 
 
@@ -213,6 +219,14 @@ OPERATIONS = {
     ),
     "/feedback": Operation(FeedbackRequest, FeedbackResponse, FEEDBACK_ERRORS),
 }
+# Routes an ASGI middleware answers rather than a BentoML API (recsys.serving.feedback_route),
+# so absent from BentoML's document: the description each gets in ours.
+MIDDLEWARE_ROUTES = {
+    "/feedback": "Append 1..1000 events (impressions, clicks, purchases) to the feedback log; "
+    "answers once they are on disk, so an accepted event is never lost. Ids the model does not "
+    "know are accepted: new users and items are what the next training learns."
+}
+API_TAG = "Service APIs"  # BentoML's tag on its APIs
 COMPONENTS = "#/components/schemas/{model}"
 
 
@@ -229,17 +243,24 @@ def openapi_document(generated: dict[str, Any]) -> dict[str, Any]:
       dialect of which is 3.1's.
 
     Here each operation's body and answers are `$ref`s to OPERATIONS' own models, the body is
-    required, and the document is OpenAPI 3.1.0. Infrastructure routes stay as generated.
+    required, and the document is OpenAPI 3.1.0. MIDDLEWARE_ROUTES are added as BentoML would
+    describe an API (less its `x-bentoml-name`: BentoML's client cannot call them). Infrastructure
+    routes stay as generated.
     """
     doc = copy.deepcopy(generated)
     doc["openapi"] = "3.1.0"
     apis = {
         route for route, item in doc["paths"].items() if "x-bentoml-name" in item.get("post", {})
     }
-    if apis != set(OPERATIONS):
+    if apis | set(MIDDLEWARE_ROUTES) != set(OPERATIONS) or apis & set(MIDDLEWARE_ROUTES):
         raise ValueError(
-            f"the service's APIs {sorted(apis)} are not OPERATIONS {sorted(OPERATIONS)}"
+            f"the service's APIs {sorted(apis)} and the middleware routes "
+            f"{sorted(MIDDLEWARE_ROUTES)} are not OPERATIONS {sorted(OPERATIONS)}"
         )
+    for route, description in MIDDLEWARE_ROUTES.items():
+        operation_id = f"{doc['info']['title']}__{route.strip('/')}"
+        post = {"tags": [API_TAG], "description": description, "operationId": operation_id}
+        doc["paths"][route] = {"post": post}
     models: dict[type[BaseModel], Any] = {}
     for operation in OPERATIONS.values():
         models[operation.request] = "validation"

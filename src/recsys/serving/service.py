@@ -8,6 +8,10 @@ goes to `Ranker`, whose batchable `rank_users` API is where BentoML's adaptive b
 concurrent batches into one pass over the catalogue. BentoML allows one argument per
 batchable API, so the `{"user_ids", "k"}` body cannot be batchable itself.
 
+`POST /feedback` is answered by an ASGI middleware in front of BentoML's API machinery
+(`recsys.serving.feedback_route`: BentoML's cost per request capped it below its target), with
+a log per worker that the service instance opens.
+
 The OpenAPI document at /docs.json is `schemas.openapi_document`, served by `PublishedOpenAPI`.
 
 Environment: `RECSYS_MODEL` picks the model (default `recsys:latest`, the newest packaged),
@@ -50,15 +54,13 @@ from recsys.packaging.recommend import (
     recommend,
     similar,
 )
-from recsys.serving.feedback import FeedbackLog, encode_events, now_ms, settings, writable_dir
+from recsys.serving.feedback import FeedbackLog, settings, writable_dir
+from recsys.serving.feedback_route import FeedbackEndpoint, FeedbackRoute
 from recsys.serving.metrics import service_metrics
 from recsys.serving.readiness import ReadyzNamesTheModel
 from recsys.serving.schemas import (
     MAX_BATCH,
-    ErrorMessage,
-    FeedbackEvent,
-    FeedbackRequest,
-    FeedbackResponse,
+    OPERATIONS,
     Recommendation,
     RecommendBatchRequest,
     RecommendBatchResponse,
@@ -66,6 +68,7 @@ from recsys.serving.schemas import (
     ScoredItem,
     SimilarItemsRequest,
     SimilarItemsResponse,
+    error_response,
     openapi_document,
 )
 from recsys.serving.version import served_version
@@ -199,6 +202,9 @@ class RankResult(BaseModel):
 
 MODEL_TAG = pinned_model_tag()
 SERVED_TAG, MODEL_VERSION = served_model(MODEL_TAG)
+# /feedback's log and counters in this process (each worker imports this module): the service
+# instance opens it, `FeedbackRoute` answers with it.
+FEEDBACK = FeedbackEndpoint()
 
 
 # Clients recycle their connection to the Ranker after this many calls (BentoML's 100 meant a
@@ -233,9 +239,9 @@ class RecommenderService:
     def __init__(self) -> None:
         self.bundle = load_served_bundle(self.model)
         self.tag, self.version = SERVED_TAG, MODEL_VERSION
-        self.feedback_log = FeedbackLog(*settings())
         self.metrics = service_metrics()
         self.metrics.model_info.labels(self.tag, self.version).set(1)
+        FEEDBACK.open(FeedbackLog(*settings()), self.version, self.metrics.feedback_events)
 
     @bentoml.on_deployment
     def check_feedback_dir() -> None:
@@ -255,8 +261,9 @@ class RecommenderService:
 
     @bentoml.on_shutdown
     async def close_feedback_log(self) -> None:
-        """After the last request (uvicorn lets those in flight finish on SIGTERM)."""
-        await self.feedback_log.aclose()
+        """After the last request (uvicorn lets those in flight finish on SIGTERM, the ones
+        `FeedbackRoute` answers included)."""
+        await FEEDBACK.aclose()
 
     # /recommend and /similar_items are `async`: their scoring (about a millisecond) runs on
     # the event loop, in arrival order. As sync APIs BentoML would run each on its own thread,
@@ -307,36 +314,18 @@ class RecommenderService:
         try:
             answer = similar(self.bundle, item_id, k)
         except UnknownItem:
-            return _error(404, f"unknown item_id '{item_id}': the model has never seen it")
+            return error_response(404, f"unknown item_id '{item_id}': the model has never seen it")
         except UntrainedItem:
-            return _error(
+            return error_response(
                 422, f"item_id '{item_id}' has no training interactions: its vector is untrained"
             )
         except NoItemVectors as err:
-            return _error(
+            return error_response(
                 422, f"model {self.tag} ({err}) has no item embeddings, so no similar items"
             )
         return SimilarItemsResponse(
             item_id=item_id, items=_scored(answer), model=self.tag, model_version=self.version
         )
-
-    @bentoml.api(input_spec=FeedbackRequest, output_spec=FeedbackResponse)
-    async def feedback(self, events: list[FeedbackEvent]) -> FeedbackResponse | JSONResponse:
-        """Append 1..1000 events (impressions, clicks, purchases) to the feedback log; answers
-        once they are on disk, so an accepted event is never lost. Ids the model does not know
-        are accepted: new users and items are what the next training learns."""
-        dumped = [event.model_dump() for event in events]
-        try:
-            await self.feedback_log.append(encode_events(dumped, self.version, now_ms()))
-        except OSError as err:
-            directory = self.feedback_log.directory
-            logger.error("feedback: %d event(s) not written to %s: %s", len(events), directory, err)
-            return _error(503, f"the feedback log could not be written ({err}); retry later")
-        for (kind, version), n in Counter(
-            (event["type"], event["model_version"] or self.version) for event in dumped
-        ).items():
-            self.metrics.feedback_events.labels(kind, version).inc(n)
-        return FeedbackResponse(accepted=len(events))
 
     async def _rank_known(self, batch: list[RankQuery]) -> list[RankResult]:
         """The Ranker's answer, awaited so that concurrent batches meet in its dispatcher.
@@ -407,7 +396,7 @@ class JsonBodiesOnly:
             media_type = None if given is None else given.decode("latin-1").split(";")[0]
             if media_type is not None and media_type.strip().lower() != "application/json":
                 message = f"Content-Type must be application/json, got '{media_type.strip()}'"
-                await _error(415, message)(scope, receive, send)
+                await error_response(415, message)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -416,13 +405,11 @@ RecommenderService.add_asgi_middleware(PublishedOpenAPI, service=RecommenderServ
 RecommenderService.add_asgi_middleware(
     ReadyzNamesTheModel, model=SERVED_TAG, model_version=MODEL_VERSION
 )
+RecommenderService.add_asgi_middleware(JsonBodiesOnly, routes=frozenset(OPERATIONS))
+# Innermost of ours: JsonBodiesOnly answers its 415s first.
 RecommenderService.add_asgi_middleware(
-    JsonBodiesOnly, routes=frozenset(api.route for api in RecommenderService.apis.values())
+    FeedbackRoute, endpoint=FEEDBACK, service_name=RecommenderService.name
 )
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(ErrorMessage(error=message).model_dump(), status_code=status)
 
 
 def _scored(answer: Ranked) -> list[ScoredItem]:
