@@ -22,7 +22,16 @@ LAYERS = [
     {"lifecycle"},  # promotion and the simulated users of `make loop` (serves through serving)
     {"training"},
     {"config", "recommend_config"},  # the structured-config schemas the entry points compose with
-    {"generate", "preprocess", "train", "evaluate", "package", "recommend", "promote", "demo_summary"},
+    {
+        "generate",
+        "preprocess",
+        "train",
+        "evaluate",
+        "package",
+        "recommend",
+        "promote",
+        "demo_summary",
+    },
 ]
 RANK = {name: level for level, names in enumerate(LAYERS) for name in names}
 
