@@ -4,7 +4,6 @@ Processed directory), with a stage log and a summary table."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from recsys.data.feedback import STAGE as FEEDBACK_STAGE
 from recsys.data.fingerprint import FileFingerprint
 from recsys.data.io import atomic_dir, check_writable_parent, write_json
 from recsys.data.options import PrepareOptions, SplitKind
+from recsys.data.processed import read_metadata
 from recsys.data.reader import ParsedInput, check_input_file, read_interactions
 from recsys.data.schema import Reason
 from recsys.errors import RecsysError
@@ -80,13 +80,11 @@ def boundaries_of(processed_dir: str | None) -> tuple[int, int] | None:
     """(val_start, test_start) of a processed directory's temporal split (data.split_from)."""
     if processed_dir is None:
         return None
-    path = Path(processed_dir, "metadata.json")
     try:
-        split = json.loads(path.read_text())["split"]
-    except (OSError, ValueError, KeyError) as err:
+        split = read_metadata(processed_dir).get("split", {})
+    except RecsysError as err:
         raise RecsysError(
-            f"data.split_from must be a processed directory (no readable metadata.json: {err})",
-            path=processed_dir,
+            f"data.split_from must be a processed directory ({err})", path=processed_dir
         ) from err
     if split.get("kind") != SplitKind.temporal.value:
         raise RecsysError(

@@ -10,13 +10,11 @@ are masked for both models (like train and val) and only the later ones count.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from recsys.data.evalsets import EvalSet
-from recsys.data.processed import ProcessedData
+from recsys.data.processed import ProcessedData, read_metadata
 from recsys.errors import RecsysError
 
 
@@ -26,10 +24,10 @@ def trained_until(processed_dir: str | None) -> int | None:
     split has no global boundary (leave_last_out)."""
     if not processed_dir:
         return None
-    path = Path(processed_dir, "metadata.json")
-    if not path.is_file():
+    try:
+        split = read_metadata(processed_dir).get("split", {})
+    except RecsysError:  # moved or deleted: the caller reports the model as unchecked
         return None
-    split = json.loads(path.read_text()).get("split", {})
     return int(split["test_start"]) if split.get("kind") == "temporal" else None
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from recsys.data.options import DAY_MS, SyntheticSpec
+from recsys.data.processed import read_metadata
 from recsys.data.synthetic import World, build_world
 
 # About one click per five impressions of a trained NeuMF's top 10 on the demo data (19.6%).
@@ -136,7 +137,7 @@ def simulate(
 
 def val_period(processed_dir: str) -> tuple[int, int]:
     """[val_start, test_start) of a processed directory's temporal split, in ms."""
-    split = json.loads(Path(processed_dir, "metadata.json").read_text())["split"]
+    split = read_metadata(processed_dir)["split"]
     if split.get("kind") != "temporal":
         raise SystemExit(f"--during-val-of needs a temporal split, '{processed_dir}' has none")
     return int(split["val_start"]), int(split["test_start"])
